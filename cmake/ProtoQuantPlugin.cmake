@@ -1,0 +1,19 @@
+# protoquant_add_plugin(NAME SOURCES...)
+# Builds a plugin shared library into lib/protoquant/plugins, linked against the core.
+# A plugin exports exactly two symbols (PROTOQUANT_PLUGIN in protoquant/plugin.h).
+function(protoquant_add_plugin name)
+  add_library(${name} MODULE ${ARGN})
+  target_link_libraries(${name} PRIVATE protoquant::core)
+  set_target_properties(${name} PROPERTIES
+    PREFIX ""
+    LIBRARY_OUTPUT_DIRECTORY ${PROTOQUANT_PLUGIN_OUTPUT_DIR})
+  protoquant_use_pch(${name})
+  install(TARGETS ${name} LIBRARY DESTINATION lib/protoquant/plugins)
+endfunction()
+
+# All targets share one precompiled LibTorch header, built once by protoquant_core.
+function(protoquant_use_pch target)
+  if(PROTOQUANT_USE_PCH)
+    target_precompile_headers(${target} REUSE_FROM protoquant_pch)
+  endif()
+endfunction()

@@ -1,0 +1,23 @@
+// TOML experiment manifests: parse, apply --set overrides, load the plugins the manifest names,
+// and validate every table against its component's schema before any work starts. All errors
+// are collected, one line each, as `file:line:column: message` (CaBRNet-style coherence checks
+// that need built components happen later, in the runner).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <absl/status/statusor.h>
+
+#include "protoquant/experiment_spec.h"
+#include "protoquant/registry.h"
+
+namespace protoquant {
+
+// overrides: "dotted.key=value", the value in TOML syntax (a bare word is taken as a string).
+// On failure the status message holds one error per line.
+absl::StatusOr<ExperimentSpec> load_experiment(const std::filesystem::path& manifest,
+                                               const std::vector<std::string>& overrides, Registry& registry);
+
+}  // namespace protoquant

@@ -1,0 +1,37 @@
+// A quantizer maps every feature vector to a codeword of a learned codebook (METHOD.md, stage 1
+// and "Quantizer variants"). Its codewords are the prototypes of the interpretable head.
+#pragma once
+
+#include <absl/status/status.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "protoquant/codebook_usage.h"
+
+namespace protoquant {
+
+struct Quantized {
+  torch::Tensor quantized;  // same shape as the input feature map, codewords substituted
+  torch::Tensor indices;    // B x H x W (x codebooks) int64 code indices
+  torch::Tensor loss;       // scalar codebook loss for the stage-1 objective (zero if none)
+};
+
+class Quantizer : public torch::nn::Module {
+ public:
+  // features B x D x H x W. Usage is recorded for every call; reset_usage() starts a pass.
+  virtual Quantized quantize(const torch::Tensor& features) = 0;
+  // The prototypes: P x D codeword vectors.
+  virtual torch::Tensor codebook() const = 0;
+  virtual int64_t num_codes() const = 0;
+  // Data-dependent initialisation (k-means, ...) from N x D real feature vectors; a no-op for
+  // data-free inits.
+  virtual absl::Status initialize(const torch::Tensor& /*sample*/) { return absl::OkStatus(); }
+
+  void reset_usage() { usage_.reset(); }
+  UsageStats usage() const { return usage_.stats(); }
+
+ protected:
+  CodebookUsage usage_;
+};
+
+}  // namespace protoquant

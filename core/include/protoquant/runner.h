@@ -1,0 +1,24 @@
+// Runs a validated experiment through its stages:
+//   blackbox (stage 0) -> features -> codebook (stage 1) -> head (stage 3) -> evaluate
+// and writes results.json (atomically, last) into the run folder.
+#pragma once
+
+#include <filesystem>
+
+#include <absl/status/statusor.h>
+#include <nlohmann/json.hpp>
+
+#include "protoquant/experiment_spec.h"
+#include "protoquant/registry.h"
+
+namespace protoquant {
+
+struct RunOptions {
+  std::filesystem::path out_dir;  // empty: <experiment.output>/<name>-<timestamp>
+};
+
+// The results (also written to <run>/results.json).
+absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Registry& registry,
+                                              const RunOptions& options);
+
+}  // namespace protoquant

@@ -1,0 +1,80 @@
+#include "protoquant/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <torch/serialize.h>
+
+#include "protoquant/status.h"
+
+namespace protoquant {
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temporary_for(const fs::path& path) {
+  return path.parent_path() / fmt::format(".{}.tmp-{}", path.filename().string(), ::getpid());
+}
+
+absl::Status sync_file(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return absl::InternalError(fmt::format("{}: {}", path.string(), std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(fmt::format("{}: fsync: {}", path.string(), std::strerror(errno)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status write_atomic_with(const fs::path& path, const std::function<absl::Status(const fs::path&)>& writer) {
+  std::error_code ec;
+  if (!path.parent_path().empty()) fs::create_directories(path.parent_path(), ec);
+  if (ec) return absl::InternalError(fmt::format("{}: cannot create folder: {}", path.parent_path().string(), ec.message()));
+  const fs::path temporary = temporary_for(path);
+  absl::Status status = writer(temporary);
+  if (status.ok()) status = sync_file(temporary);
+  if (status.ok()) {
+    fs::rename(temporary, path, ec);
+    if (ec) status = absl::InternalError(fmt::format("{}: cannot rename into place: {}", path.string(), ec.message()));
+  }
+  if (!status.ok()) fs::remove(temporary, ec);
+  return status;
+}
+
+absl::Status write_file_atomic(const fs::path& path, const std::string& content) {
+  return write_atomic_with(path, [&](const fs::path& temporary) {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    out.close();
+    if (!out) return absl::InternalError(fmt::format("{}: write failed", path.string()));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status save_module(const torch::nn::Module& module, const fs::path& path) {
+  return write_atomic_with(path, [&](const fs::path& temporary) {
+    return guard(fmt::format("saving {}", path.string()), [&] {
+      torch::serialize::OutputArchive archive;
+      module.save(archive);
+      archive.save_to(temporary.string());
+      return absl::OkStatus();
+    });
+  });
+}
+
+absl::Status load_module(torch::nn::Module& module, const fs::path& path) {
+  return guard(fmt::format("loading {}", path.string()), [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path.string());
+    module.load(archive);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace protoquant

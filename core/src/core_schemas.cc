@@ -1,0 +1,62 @@
+#include "core_schemas.h"
+
+#include <map>
+#include <stdexcept>
+
+namespace protoquant {
+
+const ParamSchema& experiment_schema() {
+  static const ParamSchema schema = [] {
+    ParamSchema s;
+    s.add(ParamSpec::String("name", "", "run name; defaults to the manifest's file name"));
+    s.add(ParamSpec::Int("seed", 0, "seed of every random choice (init, shuffling, augmentation)").min(0));
+    s.add(ParamSpec::Int("threads", 0, "CPU threads for LibTorch; 0 = all hardware threads").range(0, 1024));
+    s.add(ParamSpec::String("device", "cpu", "where tensors live").one_of({"cpu", "cuda"}));
+    s.add(ParamSpec::String("output", "runs", "folder under which each run gets its own folder"));
+    s.add(ParamSpec::String("train_split", "train", "split the stages train on"));
+    s.add(ParamSpec::String("eval_split", "test", "split the metrics are measured on"));
+    return s;
+  }();
+  return schema;
+}
+
+const std::vector<std::string>& stage_names() {
+  static const std::vector<std::string> names = {"blackbox", "codebook", "head"};
+  return names;
+}
+
+namespace {
+
+ParamSchema trainer_schema() {
+  ParamSchema s;
+  s.add(ParamSpec::Int("epochs", 2, "passes over the training split; 0 skips training").range(0, 100000));
+  s.add(ParamSpec::Int("batch_size", 128, "samples per optimisation step").range(1, 1 << 20));
+  s.add(ParamSpec::Int("eval_batch_size", 256, "samples per forward pass when evaluating").range(1, 1 << 20));
+  s.add(ParamSpec::String("optimizer", "adam", "optimiser").one_of({"adam", "adamw", "sgd"}));
+  s.add(ParamSpec::Float("lr", 1e-3, "peak learning rate").range(0.0, 100.0));
+  s.add(ParamSpec::Float("weight_decay", 0.0, "L2 (adam, sgd) or decoupled (adamw) weight decay").range(0.0, 10.0));
+  s.add(ParamSpec::Float("momentum", 0.9, "SGD momentum").range(0.0, 1.0));
+  s.add(ParamSpec::String("schedule", "cosine", "learning-rate schedule after warm-up").one_of({"cosine", "constant"}));
+  s.add(ParamSpec::Float("warmup_epochs", 0.1, "linear warm-up length, in epochs (fractions allowed)").range(0.0, 1000.0));
+  s.add(ParamSpec::Float("label_smoothing", 0.0, "label smoothing of the cross-entropy").range(0.0, 0.999));
+  return s;
+}
+
+}  // namespace
+
+const ParamSchema& stage_schema(const std::string& stage) {
+  static const std::map<std::string, ParamSchema> schemas = [] {
+    std::map<std::string, ParamSchema> m;
+    m["blackbox"] = trainer_schema().with_default("lr", 2e-3);
+    m["codebook"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
+    m["codebook"].add(ParamSpec::Float("task_weight", 1.0, "w_task: weight of CE(g(Zq), y)").range(0.0, 1e6));
+    m["codebook"].add(ParamSpec::Float("codebook_weight", 1.0, "w_cb: weight of the quantizer's codebook loss").range(0.0, 1e6));
+    m["head"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
+    return m;
+  }();
+  auto it = schemas.find(stage);
+  if (it == schemas.end()) throw std::out_of_range("no stage " + stage);
+  return it->second;
+}
+
+}  // namespace protoquant

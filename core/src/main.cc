@@ -1,0 +1,127 @@
+// The `protoquant` command line: plugins, describe, validate, run.
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "protoquant/manifest.h"
+#include "protoquant/plugin_loader.h"
+#include "protoquant/process.h"
+#include "protoquant/registry.h"
+#include "protoquant/runner.h"
+
+namespace pq = protoquant;
+
+namespace {
+
+// Every error line goes to stderr prefixed "error: " (one line per problem), exit code 1.
+int fail(const absl::Status& status) {
+  std::string message(status.message());
+  size_t start = 0;
+  while (start < message.size()) {
+    size_t end = message.find('\n', start);
+    if (end == std::string::npos) end = message.size();
+    fmt::print(stderr, "error: {}\n", message.substr(start, end - start));
+    start = end + 1;
+  }
+  return 1;
+}
+
+std::string describe_range(const pq::ParamSpec& spec) {
+  if (!spec.choices.empty()) return fmt::format("{}", fmt::join(spec.choices, "|"));
+  if (spec.minimum && spec.maximum) return fmt::format("[{}, {}]", *spec.minimum, *spec.maximum);
+  if (spec.minimum) return fmt::format(">= {}", *spec.minimum);
+  if (spec.maximum) return fmt::format("<= {}", *spec.maximum);
+  return "";
+}
+
+void print_schema(const pq::ParamSchema& schema) {
+  for (const auto& spec : schema.specs()) {
+    fmt::print("  {:<18} {:<14} {:<14} {:<18} {}\n", spec.name, pq::to_string(spec.type),
+               spec.required ? "(required)" : pq::format_value(spec.default_value), describe_range(spec), spec.doc);
+  }
+}
+
+int list_plugins(const pq::Registry& registry) {
+  for (const auto& kind : pq::Registry::kinds()) {
+    fmt::print("{}s:\n", kind);
+    for (const auto& entry : registry.entries(kind)) {
+      fmt::print("  {:<16} {}  [{}]\n", entry.name, entry.summary, entry.library);
+    }
+  }
+  return 0;
+}
+
+int describe(const pq::Registry& registry, const std::string& name) {
+  auto found = registry.find_any(name);
+  if (found.empty()) {
+    std::vector<std::string> all;
+    for (const auto& kind : pq::Registry::kinds())
+      for (const auto& n : registry.names(kind)) all.push_back(n);
+    const std::string hint = pq::closest_match(name, all);
+    return fail(absl::NotFoundError(fmt::format("no component named '{}'{}", name,
+                                                hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint))));
+  }
+  for (const auto& entry : found) {
+    fmt::print("{} '{}': {}\n  library: {}\n", entry.kind, entry.name, entry.summary, entry.library);
+    fmt::print("  {:<18} {:<14} {:<14} {:<18} {}\n", "parameter", "type", "default", "range", "doc");
+    print_schema(*entry.schema);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ProtoQuant: interpretable image classification with quantized prototypical parts"};
+  app.require_subcommand(1);
+  std::vector<std::string> extra_plugins;
+  app.add_option("--plugin", extra_plugins, "load this plugin library too (repeatable)");
+
+  auto* plugins_cmd = app.add_subcommand("plugins", "list every loaded component, by kind, with its library");
+  std::string describe_name;
+  auto* describe_cmd = app.add_subcommand("describe", "print a component's parameters");
+  describe_cmd->add_option("name", describe_name, "component name, e.g. vq")->required();
+
+  std::string manifest;
+  std::vector<std::string> overrides;
+  std::string out_dir;
+  auto* validate_cmd = app.add_subcommand("validate", "check a manifest without running it");
+  validate_cmd->add_option("manifest", manifest, "experiment manifest (TOML)")->required();
+  validate_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
+  auto* run_cmd = app.add_subcommand("run", "run an experiment end to end");
+  run_cmd->add_option("manifest", manifest, "experiment manifest (TOML)")->required();
+  run_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
+  run_cmd->add_option("--out", out_dir, "run folder (default: <experiment.output>/<name>-<time>)");
+
+  CLI11_PARSE(app, argc, argv);
+  pq::tune_allocator();
+
+  pq::Registry registry;
+  if (auto status = pq::load_default_plugins(registry); !status.ok()) return fail(status);
+  for (const auto& library : extra_plugins) {
+    if (auto status = pq::load_plugin(library, registry); !status.ok()) return fail(status);
+  }
+
+  if (*plugins_cmd) return list_plugins(registry);
+  if (*describe_cmd) return describe(registry, describe_name);
+
+  auto spec = pq::load_experiment(manifest, overrides, registry);
+  if (!spec.ok()) return fail(spec.status());
+  if (*validate_cmd) {
+    fmt::print("{}: ok ({} {}, {} {}, {} {}, {} {})\n", manifest, "dataset", spec->dataset.type, "backbone",
+               spec->backbone.type, "quantizer", spec->quantizer.type, "head", spec->head.type);
+    return 0;
+  }
+  auto results = pq::run_experiment(*spec, registry, {out_dir});
+  if (!results.ok()) return fail(results.status());
+  const auto& metrics = (*results)["metrics"];
+  fmt::print("accuracy {:.4f} (black box {:.4f}) in {:.1f} s; results: {}/results.json\n",
+             metrics.value("accuracy", 0.0), metrics.value("blackbox_accuracy", 0.0),
+             (*results)["total_seconds"].get<double>(), (*results)["run_dir"].get<std::string>());
+  return 0;
+}

@@ -1,0 +1,332 @@
+#include "protoquant/manifest.h"
+
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <toml++/toml.h>
+
+#include "core_schemas.h"
+#include "protoquant/plugin_loader.h"
+
+namespace protoquant {
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::string> kTopLevelKeys = {"experiment", "dataset", "backbone", "quantizer",
+                                                "head",       "stages",  "metrics",  "plugins"};
+
+std::string where(const fs::path& file, const toml::source_region& region) {
+  // Values set with --set carry their own source ("--set key=value").
+  const std::string source = region.path ? std::string(*region.path) : file.string();
+  if (region.begin.line == 0) return source;
+  return fmt::format("{}:{}:{}", source, region.begin.line, region.begin.column);
+}
+
+class Validator {
+ public:
+  Validator(fs::path file, Registry& registry) : file_(std::move(file)), registry_(registry) {}
+
+  void error(const toml::source_region& region, const std::string& message) {
+    errors_.push_back(fmt::format("{}: {}", where(file_, region), message));
+  }
+  void error_at_file(const std::string& message) { errors_.push_back(fmt::format("{}: {}", file_.string(), message)); }
+  const std::vector<std::string>& errors() const { return errors_; }
+
+  // Converts a TOML value to the spec's type; records an error and returns nullopt otherwise.
+  std::optional<ParamValue> convert(const ParamSpec& spec, const toml::node& node, const std::string& qualified,
+                                    const fs::path& relative_to) {
+    auto mismatch = [&]() -> std::optional<ParamValue> {
+      error(node.source(), fmt::format("{} must be {}", qualified, to_string(spec.type)));
+      return std::nullopt;
+    };
+    switch (spec.type) {
+      case ParamType::kBool:
+        if (auto v = node.value_exact<bool>()) return ParamValue(*v);
+        return mismatch();
+      case ParamType::kInt:
+        if (node.is_integer()) return ParamValue(static_cast<int64_t>(*node.value<int64_t>()));
+        return mismatch();
+      case ParamType::kFloat:
+        if (node.is_number()) return ParamValue(*node.value<double>());
+        return mismatch();
+      case ParamType::kString:
+        if (auto v = node.value_exact<std::string>()) {
+          std::string s = *v;
+          if (spec.is_path && !s.empty()) s = resolve_path(s, node, relative_to);
+          return ParamValue(s);
+        }
+        return mismatch();
+      case ParamType::kIntList:
+      case ParamType::kFloatList:
+      case ParamType::kStringList: {
+        const toml::array* array = node.as_array();
+        if (array == nullptr) return mismatch();
+        std::vector<int64_t> ints;
+        std::vector<double> floats;
+        std::vector<std::string> strings;
+        for (const auto& element : *array) {
+          const bool ok = (spec.type == ParamType::kIntList && element.is_integer()) ||
+                          (spec.type == ParamType::kFloatList && element.is_number()) ||
+                          (spec.type == ParamType::kStringList && element.is_string());
+          if (!ok) {
+            error(element.source(), fmt::format("{} must be {}", qualified, to_string(spec.type)));
+            return std::nullopt;
+          }
+          if (spec.type == ParamType::kIntList) ints.push_back(*element.value<int64_t>());
+          if (spec.type == ParamType::kFloatList) floats.push_back(*element.value<double>());
+          if (spec.type == ParamType::kStringList) strings.push_back(*element.value<std::string>());
+        }
+        if (spec.type == ParamType::kIntList) return ParamValue(ints);
+        if (spec.type == ParamType::kFloatList) return ParamValue(floats);
+        return ParamValue(strings);
+      }
+    }
+    return mismatch();
+  }
+
+  // Checks one table against a schema. `skip` names keys handled by the caller (e.g. "type").
+  Params validate_table(const toml::table& table, const ParamSchema& schema, const std::string& table_name,
+                        const std::set<std::string>& skip = {}) {
+    Params params = Params::defaults(schema);
+    for (const auto& [key, node] : table) {
+      const std::string name(key.str());
+      if (skip.count(name)) continue;
+      const std::string qualified = table_name + "." + name;
+      const ParamSpec* spec = schema.find(name);
+      if (spec == nullptr) {
+        const std::string hint = closest_match(name, schema.names());
+        error(key.source(), fmt::format("unknown key '{}' in [{}]{}", name, table_name,
+                                        hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+        continue;
+      }
+      auto value = convert(*spec, node, qualified, base_dir_for(node));
+      if (!value) continue;
+      if (std::string problem = spec->check(*value); !problem.empty()) {
+        error(node.source(), fmt::format("{}.{}", table_name, problem));
+        continue;
+      }
+      params.set(name, *value);
+    }
+    for (const auto& spec : schema.specs()) {
+      if (spec.required && !params.has(spec.name)) {
+        error(table.source(), fmt::format("[{}] needs '{}' ({}: {})", table_name, spec.name, to_string(spec.type), spec.doc));
+      }
+    }
+    return params;
+  }
+
+  // A component table: `type` picks the plugin, the other keys are its parameters.
+  std::optional<ComponentSpec> validate_component(const toml::table& table, const std::string& kind,
+                                                  const std::string& table_name) {
+    const toml::node* type_node = table.get("type");
+    const auto known = registry_.names(kind);
+    if (type_node == nullptr || !type_node->is_string()) {
+      error(type_node ? type_node->source() : table.source(),
+            fmt::format("[{}] needs type = \"...\", one of: {}", table_name, fmt::join(known, ", ")));
+      return std::nullopt;
+    }
+    const std::string type = *type_node->value<std::string>();
+    const ParamSchema* schema = registry_.schema(kind, type);
+    if (schema == nullptr) {
+      const std::string hint = closest_match(type, known);
+      error(type_node->source(),
+            fmt::format("unknown {} type '{}'{}; known: {}", kind, type,
+                        hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint), fmt::join(known, ", ")));
+      return std::nullopt;
+    }
+    return ComponentSpec{kind, type, validate_table(table, *schema, table_name, {"type"})};
+  }
+
+  fs::path base_dir_for(const toml::node& node) const {
+    // Paths given on the command line are relative to the working directory.
+    if (node.source().path && node.source().path->rfind("--set", 0) == 0) return fs::current_path();
+    return file_.parent_path();
+  }
+
+ private:
+  std::string resolve_path(const std::string& value, const toml::node&, const fs::path& relative_to) {
+    fs::path p(value);
+    if (p.is_absolute()) return value;
+    return (fs::absolute(relative_to) / p).lexically_normal().string();
+  }
+
+  fs::path file_;
+  Registry& registry_;
+  std::vector<std::string> errors_;
+};
+
+// Merges `source` into `target` recursively (tables merge, everything else replaces).
+void merge(toml::table& target, const toml::table& source) {
+  for (const auto& [key, node] : source) {
+    if (const toml::table* sub = node.as_table(); sub != nullptr) {
+      if (toml::table* existing = target.get_as<toml::table>(key.str())) {
+        merge(*existing, *sub);
+        continue;
+      }
+    }
+    target.insert_or_assign(key, node);
+  }
+}
+
+absl::Status apply_override(toml::table& root, const std::string& assignment) {
+  const std::string source = "--set " + assignment;
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(fmt::format("{}: expected dotted.key=value", source));
+  }
+  const std::string key = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  toml::table parsed;
+  try {
+    parsed = toml::parse(key + " = " + value, std::string_view(source));
+  } catch (const toml::parse_error&) {
+    // Not TOML (a bare path such as /data/fmnist): take the text as a string.
+    try {
+      std::ostringstream quoted;
+      quoted << toml::value<std::string>(value);
+      parsed = toml::parse(key + " = " + quoted.str(), std::string_view(source));
+    } catch (const toml::parse_error& e) {
+      return absl::InvalidArgumentError(fmt::format("{}: {}", source, e.description()));
+    }
+  }
+  merge(root, parsed);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const std::vector<std::string>& overrides,
+                                               Registry& registry) {
+  if (!fs::is_regular_file(manifest)) {
+    return absl::NotFoundError(fmt::format("{}: manifest not found", manifest.string()));
+  }
+  toml::table root;
+  try {
+    root = toml::parse_file(manifest.string());
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(fmt::format("{}: {}", where(manifest, e.source()), e.description()));
+  }
+  for (const auto& assignment : overrides) PQ_RETURN_IF_ERROR(apply_override(root, assignment));
+
+  ExperimentSpec spec;
+  spec.manifest_path = fs::absolute(manifest);
+  spec.base_dir = spec.manifest_path.parent_path();
+  Validator v(manifest, registry);
+
+  // Plugins first: the components they register must be known before the tables are checked.
+  if (const toml::node* plugins = root.get("plugins")) {
+    const toml::array* list = plugins->as_array();
+    if (list == nullptr) v.error(plugins->source(), "plugins must be a list of library paths");
+    for (size_t i = 0; list && i < list->size(); ++i) {
+      const toml::node& entry = *list->get(i);
+      auto path = entry.value<std::string>();
+      if (!path) {
+        v.error(entry.source(), "plugins must be a list of library paths");
+        continue;
+      }
+      fs::path library(*path);
+      if (library.is_relative()) library = v.base_dir_for(entry) / library;
+      if (absl::Status status = load_plugin(library, registry); !status.ok()) {
+        v.error(entry.source(), std::string(status.message()));
+        continue;
+      }
+      spec.plugins.push_back(fs::absolute(library).lexically_normal().string());
+    }
+  }
+
+  for (const auto& [key, node] : root) {
+    const std::string name(key.str());
+    if (std::find(kTopLevelKeys.begin(), kTopLevelKeys.end(), name) == kTopLevelKeys.end()) {
+      const std::string hint = closest_match(name, kTopLevelKeys);
+      v.error(key.source(), fmt::format("unknown table '{}'{}", name, hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+    }
+  }
+
+  auto table_of = [&](const std::string& name, bool required) -> const toml::table* {
+    const toml::node* node = root.get(name);
+    if (node == nullptr) {
+      if (required) v.error_at_file(fmt::format("missing [{}] table", name));
+      return nullptr;
+    }
+    if (!node->is_table()) {
+      v.error(node->source(), fmt::format("{} must be a table", name));
+      return nullptr;
+    }
+    return node->as_table();
+  };
+
+  static const toml::table kEmpty;
+  const toml::table* experiment = table_of("experiment", false);
+  spec.experiment = v.validate_table(experiment ? *experiment : kEmpty, experiment_schema(), "experiment");
+  if (spec.experiment.get_string("name").empty()) spec.experiment.set("name", manifest.stem().string());
+
+  struct Slot { const char* kind; ComponentSpec* out; };
+  for (Slot slot : {Slot{"dataset", &spec.dataset}, Slot{"backbone", &spec.backbone},
+                    Slot{"quantizer", &spec.quantizer}, Slot{"head", &spec.head}}) {
+    if (const toml::table* table = table_of(slot.kind, true)) {
+      if (auto component = v.validate_component(*table, slot.kind, slot.kind)) *slot.out = std::move(*component);
+    }
+  }
+
+  const toml::table* stages = table_of("stages", false);
+  if (stages) {
+    for (const auto& [key, node] : *stages) {
+      const std::string name(key.str());
+      const auto& names = stage_names();
+      if (std::find(names.begin(), names.end(), name) == names.end()) {
+        const std::string hint = closest_match(name, names);
+        v.error(key.source(), fmt::format("unknown stage '{}' in [stages]{}; stages: {}", name,
+                                          hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint),
+                                          fmt::join(names, ", ")));
+      } else if (!node.is_table()) {
+        v.error(node.source(), fmt::format("stages.{} must be a table", name));
+      }
+    }
+  }
+  for (const auto& stage : stage_names()) {
+    const toml::table* table = stages ? stages->get_as<toml::table>(stage) : nullptr;
+    spec.stages[stage] = v.validate_table(table ? *table : kEmpty, stage_schema(stage), "stages." + stage);
+  }
+
+  if (const toml::node* metrics = root.get("metrics")) {
+    const toml::array* list = metrics->as_array();
+    if (list == nullptr || !list->is_array_of_tables()) {
+      v.error(metrics->source(), "metrics must be an array of tables: [[metrics]] type = \"accuracy\"");
+    } else {
+      for (size_t i = 0; i < list->size(); ++i) {
+        const toml::table& table = *list->get(i)->as_table();
+        if (auto component = v.validate_component(table, "metric", fmt::format("metrics[{}]", i))) {
+          spec.metrics.push_back(std::move(*component));
+        }
+      }
+    }
+  } else if (registry.metrics.find("accuracy") != nullptr) {
+    spec.metrics.push_back({"metric", "accuracy", Params::defaults(registry.metrics.find("accuracy")->schema)});
+  }
+
+  if (!v.errors().empty()) {
+    return absl::InvalidArgumentError(fmt::format("{}", fmt::join(v.errors(), "\n")));
+  }
+
+  auto component_json = [](const ComponentSpec& c) {
+    nlohmann::json j = c.params.to_json();
+    j["type"] = c.type;
+    return j;
+  };
+  nlohmann::json& r = spec.resolved;
+  r["experiment"] = spec.experiment.to_json();
+  r["dataset"] = component_json(spec.dataset);
+  r["backbone"] = component_json(spec.backbone);
+  r["quantizer"] = component_json(spec.quantizer);
+  r["head"] = component_json(spec.head);
+  for (const auto& [stage, params] : spec.stages) r["stages"][stage] = params.to_json();
+  r["metrics"] = nlohmann::json::array();
+  for (const auto& metric : spec.metrics) r["metrics"].push_back(component_json(metric));
+  r["plugins"] = spec.plugins;
+  return spec;
+}
+
+}  // namespace protoquant

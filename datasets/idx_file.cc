@@ -1,0 +1,87 @@
+#include "idx_file.h"
+
+#include <zlib.h>
+
+#include <array>
+#include <memory>
+#include <vector>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+namespace protoquant::datasets {
+
+namespace {
+
+struct GzCloser {
+  void operator()(gzFile f) const { gzclose(f); }
+};
+
+// Reads up to `size` bytes; returns how many were read, or -1 on a decompression error.
+int64_t read_bytes(gzFile f, void* out, int64_t size) {
+  int64_t done = 0;
+  auto* bytes = static_cast<unsigned char*>(out);
+  while (done < size) {
+    const auto chunk = static_cast<unsigned>(std::min<int64_t>(size - done, 1 << 30));
+    const int n = gzread(f, bytes + done, chunk);
+    if (n < 0) return -1;
+    if (n == 0) break;
+    done += n;
+  }
+  return done;
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> read_idx(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  if (!std::filesystem::is_regular_file(path)) return absl::NotFoundError(fmt::format("{}: file not found", name));
+  std::unique_ptr<gzFile_s, GzCloser> file(gzopen(name.c_str(), "rb"));
+  if (!file) return absl::NotFoundError(fmt::format("{}: cannot open", name));
+
+  std::array<unsigned char, 4> magic{};
+  if (read_bytes(file.get(), magic.data(), 4) != 4) {
+    return absl::DataLossError(fmt::format("{}: truncated: no IDX header", name));
+  }
+  if (magic[0] != 0 || magic[1] != 0) {
+    return absl::InvalidArgumentError(fmt::format("{}: not an IDX file (magic {:02x}{:02x}{:02x}{:02x})", name,
+                                                  magic[0], magic[1], magic[2], magic[3]));
+  }
+  if (magic[2] != 0x08) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)", name, magic[2]));
+  }
+  const int ndims = magic[3];
+  if (ndims < 1 || ndims > 4) {
+    return absl::InvalidArgumentError(fmt::format("{}: IDX file with {} dimensions (expected 1 to 4)", name, ndims));
+  }
+  std::vector<int64_t> dims;
+  int64_t total = 1;
+  for (int i = 0; i < ndims; ++i) {
+    std::array<unsigned char, 4> be{};
+    if (read_bytes(file.get(), be.data(), 4) != 4) {
+      return absl::DataLossError(fmt::format("{}: truncated: header ends inside the dimensions", name));
+    }
+    const int64_t dim = (int64_t{be[0]} << 24) | (int64_t{be[1]} << 16) | (int64_t{be[2]} << 8) | int64_t{be[3]};
+    if (dim <= 0 || dim > (int64_t{1} << 31) - 1) {
+      return absl::InvalidArgumentError(fmt::format("{}: invalid dimension {} in the IDX header", name, dim));
+    }
+    dims.push_back(dim);
+    total *= dim;
+    if (total > (int64_t{1} << 36)) return absl::InvalidArgumentError(fmt::format("{}: IDX payload too large", name));
+  }
+  auto tensor = torch::empty(dims, torch::kUInt8);
+  const int64_t got = read_bytes(file.get(), tensor.data_ptr<uint8_t>(), total);
+  if (got < 0) return absl::DataLossError(fmt::format("{}: corrupt gzip stream", name));
+  if (got < total) {
+    return absl::DataLossError(
+        fmt::format("{}: truncated: expected {} bytes of data for {}, found {}", name, total, fmt::join(dims, "x"), got));
+  }
+  unsigned char extra = 0;
+  if (read_bytes(file.get(), &extra, 1) != 0) {
+    return absl::InvalidArgumentError(fmt::format("{}: trailing bytes after the {} declared in the header", name, total));
+  }
+  return tensor;
+}
+
+}  // namespace protoquant::datasets

@@ -1,0 +1,42 @@
+// protoquant: the interpretable head of METHOD.md stage 3.
+//   S[b,p,h,w] = cos(z_bhw, e_p)              one GEMM of normalised vectors
+//   A = softmax_p(S / tau)                    over the prototype axis
+//   a[b,p] = max_{h,w} A[b,p,h,w]             presence in [0,1]
+//   logits = a relu(W)^T                      W: C x P, init N(1, 0.1), no bias
+// Options: L1 sparsity on relu(W), PIP-Net's training logits log(x^2 + 1), frozen prototypes.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "protoquant/head.h"
+
+namespace protoquant::heads {
+
+struct ProtoQuantHeadOptions {
+  double temperature = 0.1;
+  double sparsity = 0.0;        // lambda of lambda * sum(relu(W))
+  bool pipnet_logits = false;   // train on log((a relu(W)^T)^2 + 1)
+  bool train_prototypes = true;
+  double weight_mean = 1.0;
+  double weight_std = 0.1;
+  double eps = 1e-6;
+};
+
+class ProtoQuantHead : public Head {
+ public:
+  ProtoQuantHead(const torch::Tensor& prototypes, int64_t num_classes, const ProtoQuantHeadOptions& options);
+
+  HeadOutput forward(const torch::Tensor& features) override;
+  torch::Tensor regularization() override;
+  torch::Tensor class_weights() const override { return torch::relu(weight_); }
+  torch::Tensor prototypes() const override { return prototypes_; }
+
+  torch::Tensor& weight() { return weight_; }
+
+ private:
+  ProtoQuantHeadOptions options_;
+  torch::Tensor prototypes_;  // P x D
+  torch::Tensor weight_;      // C x P
+};
+
+}  // namespace protoquant::heads

@@ -1,0 +1,20 @@
+// Codebook initialisation shared by the quantizers: data-free (orthogonal, uniform, normal) and
+// data-dependent (k-means: k-means++ seeding, then Lloyd iterations, all as GEMMs).
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+namespace protoquant::quantizers {
+
+// A K x D codebook from a data-free init ("orthogonal", "uniform", "normal"); "kmeans" returns
+// an orthogonal placeholder to be replaced by kmeans() once data is seen.
+torch::Tensor initial_codebook(const std::string& init, int64_t codes, int64_t dim);
+
+// k-means on the rows of `data` (N x D): k-means++ seeding and `iterations` Lloyd steps under the
+// squared euclidean distance, or on the unit sphere (spherical k-means) when `cosine`. Uses
+// torch's global generator. Empty clusters are re-seeded from the points farthest from their code.
+torch::Tensor kmeans(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine);
+
+}  // namespace protoquant::quantizers

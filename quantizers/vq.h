@@ -1,0 +1,39 @@
+// vq: the paper's quantizer (METHOD.md stage 1). Hard assignment by cosine similarity (default)
+// or euclidean distance, computed as one GEMM plus argmax with no gradient; the raw codeword
+// replaces the feature vector; the codebook loss is MSE(e_k*, stopgrad(z)).
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "protoquant/quantizer.h"
+
+namespace protoquant::quantizers {
+
+struct VqOptions {
+  int64_t dim = 0;
+  int64_t codes = 256;
+  std::string metric = "cosine";  // or "euclidean"
+  std::string init = "orthogonal";
+  int64_t kmeans_iterations = 10;
+};
+
+class VectorQuantizer : public Quantizer {
+ public:
+  explicit VectorQuantizer(const VqOptions& options);
+
+  Quantized quantize(const torch::Tensor& features) override;
+  torch::Tensor codebook() const override { return codebook_; }
+  int64_t num_codes() const override { return options_.codes; }
+  absl::Status initialize(const torch::Tensor& sample) override;
+
+  // Nearest code of each row of `vectors` (N x D), without gradient.
+  torch::Tensor assign(const torch::Tensor& vectors) const;
+
+ private:
+  VqOptions options_;
+  torch::Tensor codebook_;
+};
+
+}  // namespace protoquant::quantizers
