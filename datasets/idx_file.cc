@@ -25,7 +25,13 @@ int64_t read_bytes(gzFile f, void* out, int64_t size) {
     const auto chunk = static_cast<unsigned>(std::min<int64_t>(size - done, 1 << 30));
     const int n = gzread(f, bytes + done, chunk);
     if (n < 0) return -1;
-    if (n == 0) break;
+    if (n == 0) {
+      // End of input: a clean end of the stream, or a damaged/cut gzip stream.
+      int code = Z_OK;
+      gzerror(f, &code);
+      if (code != Z_OK && code != Z_STREAM_END) return -1;
+      break;
+    }
     done += n;
   }
   return done;
@@ -40,7 +46,9 @@ absl::StatusOr<torch::Tensor> read_idx(const std::filesystem::path& path) {
   if (!file) return absl::NotFoundError(fmt::format("{}: cannot open", name));
 
   std::array<unsigned char, 4> magic{};
-  if (read_bytes(file.get(), magic.data(), 4) != 4) {
+  const int64_t header = read_bytes(file.get(), magic.data(), 4);
+  if (header < 0) return absl::DataLossError(fmt::format("{}: corrupt or truncated gzip stream", name));
+  if (header != 4) {
     return absl::DataLossError(fmt::format("{}: truncated: no IDX header", name));
   }
   if (magic[0] != 0 || magic[1] != 0) {
@@ -72,7 +80,7 @@ absl::StatusOr<torch::Tensor> read_idx(const std::filesystem::path& path) {
   }
   auto tensor = torch::empty(dims, torch::kUInt8);
   const int64_t got = read_bytes(file.get(), tensor.data_ptr<uint8_t>(), total);
-  if (got < 0) return absl::DataLossError(fmt::format("{}: corrupt gzip stream", name));
+  if (got < 0) return absl::DataLossError(fmt::format("{}: corrupt or truncated gzip stream", name));
   if (got < total) {
     return absl::DataLossError(
         fmt::format("{}: truncated: expected {} bytes of data for {}, found {}", name, total, fmt::join(dims, "x"), got));

@@ -158,16 +158,17 @@ class Validator {
   std::vector<std::string> errors_;
 };
 
-// Merges `source` into `target` recursively (tables merge, everything else replaces).
-void merge(toml::table& target, const toml::table& source) {
-  for (const auto& [key, node] : source) {
-    if (const toml::table* sub = node.as_table(); sub != nullptr) {
+// Merges `source` into `target` recursively (tables merge, everything else replaces). Nodes are
+// moved, not copied: toml++ drops source positions on copy, and --set errors need theirs.
+void merge(toml::table& target, toml::table& source) {
+  for (auto&& [key, node] : source) {
+    if (toml::table* sub = node.as_table(); sub != nullptr) {
       if (toml::table* existing = target.get_as<toml::table>(key.str())) {
         merge(*existing, *sub);
         continue;
       }
     }
-    target.insert_or_assign(key, node);
+    target.insert_or_assign(key, std::move(node));
   }
 }
 

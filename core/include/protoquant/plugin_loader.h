@@ -19,7 +19,7 @@ absl::Status load_plugin(const std::filesystem::path& library, Registry& registr
 // Every *.so in `folder` (sorted, so registration order is reproducible).
 absl::Status load_plugin_folder(const std::filesystem::path& folder, Registry& registry);
 
-// The built-in plugin folder (next to the executable or library: ../lib/protoquant/plugins)
+// The built-in plugin folder (<folder of libprotoquant_core.so>/protoquant/plugins)
 // followed by the folders of PROTOQUANT_PLUGIN_PATH (colon-separated).
 std::vector<std::filesystem::path> plugin_search_path();
 

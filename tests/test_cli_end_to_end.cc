@@ -1,0 +1,105 @@
+// The `protoquant` executable as a user runs it: a small real run on a slice of Fashion-MNIST,
+// and the error paths (one clear line, non-zero exit, no results.json).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kQuickstart = std::string(PQ_SOURCE_DIR) + "/experiments/quickstart.toml";
+
+// A slice small enough for CI: 2000 training and 2000 test images, a few epochs per stage.
+std::string small_run(const fs::path& out, int seed = 0) {
+  return "run " + kQuickstart + " --out " + out.string() +
+         " --set dataset.limit=2000 --set backbone.width=16 --set quantizer.codes=64"
+         " --set stages.blackbox.epochs=3 --set stages.codebook.epochs=1 --set stages.head.epochs=2"
+         " --set experiment.threads=2 --set experiment.seed=" + std::to_string(seed);
+}
+
+TEST(CliEndToEnd, QuickstartSliceTrainsEvaluatesAndRecords) {
+  ASSERT_FALSE(testing::fashion_mnist_root().empty()) << "install dataset-fashion-mnist (tools/install-deps.sh)";
+  testing::TempDir dir;
+  const auto first = testing::run_cli(small_run(dir / "a"));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const auto results = nlohmann::json::parse(testing::read_text(dir / "a" / "results.json"));
+  const double accuracy = results["metrics"]["accuracy"].get<double>();
+  const double blackbox = results["metrics"]["blackbox_accuracy"].get<double>();
+  EXPECT_GT(blackbox, 0.6);  // 10 classes: chance is 0.1
+  EXPECT_GT(accuracy, 0.5);
+  EXPECT_LE(accuracy, 1.0);
+  for (const char* stage : {"blackbox", "features", "codebook", "head", "evaluate"}) {
+    EXPECT_GE(results["stages"][stage]["seconds"].get<double>(), 0.0) << stage;
+  }
+  EXPECT_EQ(results["manifest"]["quantizer"]["codes"], 64);
+  EXPECT_EQ(results["manifest"]["quantizer"]["metric"], "cosine");
+  EXPECT_EQ(results["metrics"]["codebook"]["codes_per_codebook"], 64);
+  for (const char* part : {"backbone.pt", "quantizer.pt", "head.pt"}) {
+    EXPECT_TRUE(fs::exists(dir / "a" / "model" / part)) << part;
+  }
+
+  // Same seed, same threads: the same numbers.
+  const auto second = testing::run_cli(small_run(dir / "b"));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  const auto again = nlohmann::json::parse(testing::read_text(dir / "b" / "results.json"));
+  EXPECT_EQ(again["metrics"]["accuracy"], results["metrics"]["accuracy"]);
+  EXPECT_EQ(again["metrics"]["blackbox_accuracy"], results["metrics"]["blackbox_accuracy"]);
+}
+
+TEST(CliEndToEnd, ManifestErrorsExitNonZeroWithPositionsAndWriteNothing) {
+  testing::TempDir dir;
+  std::string text = testing::read_text(kQuickstart);
+  text.replace(text.find("codes = 256"), 11, "codes = -4");
+  testing::write_text(dir / "bad.toml", text);
+  const auto result = testing::run_cli("run " + (dir / "bad.toml").string() + " --out " + (dir / "run").string());
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find("error: " + (dir / "bad.toml").string() + ":"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("quantizer.codes = -4 is below the minimum 1"), std::string::npos) << result.output;
+  EXPECT_FALSE(fs::exists(dir / "run"));
+  const auto validate = testing::run_cli("validate " + (dir / "bad.toml").string());
+  EXPECT_EQ(validate.exit_code, 1);
+}
+
+TEST(CliEndToEnd, DataErrorsNameTheFileAndLeaveNoResults) {
+  testing::TempDir dir;
+  const auto missing = testing::run_cli("run " + kQuickstart + " --out " + (dir / "run1").string() +
+                                        " --set dataset.root=" + (dir / "absent").string());
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find((dir / "absent").string() + ": dataset folder not found"), std::string::npos)
+      << missing.output;
+  EXPECT_FALSE(fs::exists(dir / "run1" / "results.json"));
+
+  fs::create_directories(dir / "corrupt");
+  testing::write_text(dir / "corrupt" / "train-images-idx3-ubyte", std::string("\x1f\x8b\x08\x00garbage", 11));
+  const auto corrupt = testing::run_cli("run " + kQuickstart + " --out " + (dir / "run2").string() +
+                                        " --set dataset.root=" + (dir / "corrupt").string());
+  EXPECT_EQ(corrupt.exit_code, 1);
+  EXPECT_NE(corrupt.output.find("train-images-idx3-ubyte: corrupt or truncated gzip stream"), std::string::npos) << corrupt.output;
+  EXPECT_FALSE(fs::exists(dir / "run2" / "results.json"));
+}
+
+TEST(CliEndToEnd, PluginsDescribeValidate) {
+  const auto plugins = testing::run_cli("plugins");
+  ASSERT_EQ(plugins.exit_code, 0) << plugins.output;
+  for (const char* name : {"small_cnn", "vq", "protoquant", "idx", "accuracy"}) {
+    EXPECT_NE(plugins.output.find(name), std::string::npos) << name;
+  }
+  const auto describe = testing::run_cli("describe vq");
+  ASSERT_EQ(describe.exit_code, 0);
+  EXPECT_NE(describe.output.find("codes"), std::string::npos);
+  EXPECT_NE(describe.output.find("cosine|euclidean"), std::string::npos);
+  const auto unknown = testing::run_cli("describe vqq");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.output.find("did you mean 'vq'"), std::string::npos);
+  const auto validate = testing::run_cli("validate " + kQuickstart);
+  EXPECT_EQ(validate.exit_code, 0) << validate.output;
+  const auto abi = testing::run_cli("--plugin " + std::string(PQ_TEST_PLUGIN_DIR) + "/wrong_abi.so plugins");
+  EXPECT_EQ(abi.exit_code, 1);
+  EXPECT_NE(abi.output.find("wrong_abi.so: plugin ABI version 42"), std::string::npos) << abi.output;
+}
+
+}  // namespace
+}  // namespace protoquant

@@ -1,0 +1,80 @@
+#include <gtest/gtest.h>
+
+#include "protoquant/plugin_loader.h"
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kTestPlugins = PQ_TEST_PLUGIN_DIR;
+
+TEST(PluginLoading, BuiltinsRegisterEveryKind) {
+  Registry& registry = testing::builtin_registry();
+  EXPECT_NE(registry.backbones.find("small_cnn"), nullptr);
+  EXPECT_NE(registry.quantizers.find("vq"), nullptr);
+  EXPECT_NE(registry.heads.find("protoquant"), nullptr);
+  EXPECT_NE(registry.datasets.find("idx"), nullptr);
+  EXPECT_NE(registry.metrics.find("accuracy"), nullptr);
+  // Each entry knows the library it came from.
+  EXPECT_NE(registry.quantizers.find("vq")->library.find("protoquant_quantizers.so"), std::string::npos);
+}
+
+TEST(PluginLoading, WrongAbiVersionIsRefusedWithTheFileName) {
+  Registry registry;
+  const fs::path library = kTestPlugins / "wrong_abi.so";
+  const absl::Status status = load_plugin(library, registry);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find(library.string()), std::string::npos) << status;
+  EXPECT_NE(status.message().find("ABI version 42"), std::string::npos) << status;
+}
+
+TEST(PluginLoading, LibraryWithoutEntryPointsIsRefused) {
+  Registry registry;
+  const fs::path library = kTestPlugins / "no_symbols.so";
+  const absl::Status status = load_plugin(library, registry);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("missing symbol 'protoquant_abi_version'"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("no_symbols.so"), std::string::npos) << status;
+}
+
+TEST(PluginLoading, MissingFileAndNonLibraryAreClearErrors) {
+  Registry registry;
+  EXPECT_EQ(load_plugin(kTestPlugins / "absent.so", registry).code(), absl::StatusCode::kNotFound);
+  testing::TempDir dir;
+  testing::write_text(dir / "fake.so", "this is not an ELF file");
+  const absl::Status status = load_plugin(dir / "fake.so", registry);
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("fake.so: cannot load plugin"), std::string::npos) << status;
+}
+
+TEST(PluginLoading, NameRegisteredTwiceNamesBothLibraries) {
+  Registry registry;
+  ASSERT_TRUE(load_plugin(fs::path(PQ_BUILTIN_PLUGIN_DIR) / "protoquant_backbones.so", registry).ok());
+  const absl::Status status = load_plugin(kTestPlugins / "duplicate_name.so", registry);
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(status.message().find("protoquant_backbones.so"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("duplicate_name.so"), std::string::npos) << status;
+}
+
+TEST(PluginLoading, LoadingTheSameLibraryTwiceIsHarmless) {
+  Registry registry;
+  const fs::path library = kTestPlugins / "extra_metric.so";
+  ASSERT_TRUE(load_plugin(library, registry).ok());
+  ASSERT_TRUE(load_plugin(library, registry).ok());
+  EXPECT_EQ(registry.metrics.names(), std::vector<std::string>{"class_share"});
+}
+
+TEST(Registry, BuildUnknownNameSuggestsAndBuildErrorsBecomeStatus) {
+  Registry& registry = testing::builtin_registry();
+  auto missing = registry.quantizers.build("vqq", {}, {});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("did you mean 'vq'"), std::string::npos);
+  // The factory refuses a context without the backbone's channel count.
+  auto built = registry.quantizers.build("vq", Params::defaults(registry.quantizers.find("vq")->schema), {});
+  EXPECT_FALSE(built.ok());
+  EXPECT_NE(built.status().message().find("channel"), std::string::npos) << built.status();
+}
+
+}  // namespace
+}  // namespace protoquant
