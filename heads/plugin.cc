@@ -27,7 +27,7 @@ absl::Status register_heads(Registry& registry) {
          o.train_prototypes = p.get_bool("train_prototypes");
          o.weight_mean = p.get_float("weight_mean");
          o.weight_std = p.get_float("weight_std");
-         return std::make_shared<ProtoQuantHead>(c.prototypes, c.num_classes, o);
+         return std::make_shared<ProtoQuantHead>(c.prototypes, c.num_classes, c.prototype_groups, o);
        }});
 }
 

@@ -1,5 +1,5 @@
 // protoquant: the interpretable head of METHOD.md stage 3.
-//   S[b,p,h,w] = cos(z_bhw, e_p)              one GEMM of normalised vectors
+//   S[b,p,h,w] = cos(z_bhw, e_p)              one GEMM of normalised vectors (per PQ sub-space)
 //   A = softmax_p(S / tau)                    over the prototype axis
 //   a[b,p] = max_{h,w} A[b,p,h,w]             presence in [0,1]
 //   logits = a relu(W)^T                      W: C x P, init N(1, 0.1), no bias
@@ -24,7 +24,10 @@ struct ProtoQuantHeadOptions {
 
 class ProtoQuantHead : public Head {
  public:
-  ProtoQuantHead(const torch::Tensor& prototypes, int64_t num_classes, const ProtoQuantHeadOptions& options);
+  // prototypes: P x d; with groups M > 1 (product quantization) rows m*P/M ... are compared on
+  // channels m*d ... m*d+d-1 only, and the softmax runs over the prototypes of one sub-space.
+  ProtoQuantHead(const torch::Tensor& prototypes, int64_t num_classes, int64_t groups,
+                 const ProtoQuantHeadOptions& options);
 
   HeadOutput forward(const torch::Tensor& features) override;
   torch::Tensor regularization() override;
@@ -35,6 +38,7 @@ class ProtoQuantHead : public Head {
 
  private:
   ProtoQuantHeadOptions options_;
+  int64_t groups_ = 1;
   torch::Tensor prototypes_;  // P x D
   torch::Tensor weight_;      // C x P
 };

@@ -74,4 +74,11 @@ torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iteratio
   return centers;
 }
 
+torch::Tensor kmeans_codebook(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine) {
+  torch::NoGradGuard no_grad;
+  auto centers = kmeans(data, codes, iterations, cosine);
+  if (cosine) centers = centers * data.to(torch::kFloat32).norm(2, 1).mean();
+  return centers;
+}
+
 }  // namespace protoquant::quantizers

@@ -17,4 +17,9 @@ torch::Tensor initial_codebook(const std::string& init, int64_t codes, int64_t d
 // torch's global generator. Empty clusters are re-seeded from the points farthest from their code.
 torch::Tensor kmeans(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine);
 
+// A codebook from k-means on real feature vectors. Under the cosine metric the spherical
+// centres are scaled to the data's mean norm, so substituted codewords feed the frozen head g
+// vectors of the right magnitude.
+torch::Tensor kmeans_codebook(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine);
+
 }  // namespace protoquant::quantizers

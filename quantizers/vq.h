@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "assignment.h"
 #include "protoquant/quantizer.h"
 
 namespace protoquant::quantizers {
@@ -28,11 +29,9 @@ class VectorQuantizer : public Quantizer {
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
 
-  // Nearest code of each row of `vectors` (N x D), without gradient.
-  torch::Tensor assign(const torch::Tensor& vectors) const;
-
  private:
   VqOptions options_;
+  Metric metric_;
   torch::Tensor codebook_;
 };
 

@@ -156,8 +156,10 @@ absl::StatusOr<nlohmann::json> run(const ExperimentSpec& spec, Registry& registr
     auto backbone = model.backbone;
     auto quantizer = model.quantizer;
     quantizer->train();
+    std::vector<torch::Tensor> trainable;
+    if (quantizer->learns_by_gradient()) trainable = quantizer->parameters();
     PQ_ASSIGN_OR_RETURN(auto summary,
-                        train(settings, quantizer->parameters(), *train_features,
+                        train(settings, trainable, *train_features,
                               [&](const Batch& batch) {
                                 Quantized q = quantizer->quantize(batch.images);
                                 auto logits = backbone->classify(q.quantized);
@@ -191,6 +193,7 @@ absl::StatusOr<nlohmann::json> run(const ExperimentSpec& spec, Registry& registr
   // Stage 3: the interpretable head, its prototypes starting from the codewords.
   start = Clock::now();
   context.prototypes = model.quantizer->codebook().detach().clone();
+  context.prototype_groups = model.quantizer->subspaces();
   PQ_ASSIGN_OR_RETURN(model.head, registry.heads.build(spec.head.type, spec.head.params, context));
   model.head->to(device);
   {

@@ -73,8 +73,10 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
     TrainSummary summary;
     const int64_t n = data.size();
     if (settings.epochs == 0 || n == 0) return summary;
-    if (parameters.empty()) return absl::InvalidArgumentError(fmt::format("{}: nothing to train", options.label));
-    auto optimizer = make_optimizer(settings, std::move(parameters));
+    // Without trainable parameters (an EMA codebook) the passes still run: the component learns
+    // in its forward pass.
+    const bool learns = !parameters.empty();
+    auto optimizer = learns ? make_optimizer(settings, std::move(parameters)) : nullptr;
     const int64_t steps_per_epoch = (n + settings.batch_size - 1) / settings.batch_size;
     const int64_t total_steps = steps_per_epoch * settings.epochs;
     const auto start = std::chrono::steady_clock::now();
@@ -93,11 +95,17 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         batch.images = batch.images.to(options.device, /*non_blocking=*/true);
         batch.labels = batch.labels.to(options.device, /*non_blocking=*/true);
         const double lr = settings.lr * lr_factor(settings, step, total_steps, steps_per_epoch);
-        for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-        optimizer->zero_grad();
-        torch::Tensor loss = loss_fn(batch);
-        loss.backward();
-        optimizer->step();
+        torch::Tensor loss;
+        if (learns) {
+          for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+          optimizer->zero_grad();
+          loss = loss_fn(batch);
+          loss.backward();
+          optimizer->step();
+        } else {
+          torch::NoGradGuard no_grad;
+          loss = loss_fn(batch);
+        }
         loss_sum += loss.detach();
         if (b % 25 == 0 || b + 1 == steps_per_epoch) {
           const double mean = loss_sum.item<double>() / static_cast<double>(b + 1);

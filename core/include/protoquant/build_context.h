@@ -16,7 +16,8 @@ struct BuildContext {
   int64_t image_height = 0;
   int64_t image_width = 0;
   int64_t feature_channels = 0;  // D, from the backbone: the quantizer and head work in R^D
-  torch::Tensor prototypes;      // P x D, from the quantizer: what a prototype head starts from
+  torch::Tensor prototypes;      // P x d, from the quantizer: what a prototype head starts from
+  int64_t prototype_groups = 1;  // sub-spaces the prototypes split D into (pq); d = D / groups
   uint64_t seed = 0;
   torch::Device device = torch::kCPU;
   std::string base_dir;          // folder of the manifest: relative paths resolve against it

@@ -20,9 +20,14 @@ class Quantizer : public torch::nn::Module {
  public:
   // features B x D x H x W. Usage is recorded for every call; reset_usage() starts a pass.
   virtual Quantized quantize(const torch::Tensor& features) = 0;
-  // The prototypes: P x D codeword vectors.
+  // The prototypes: P x d codeword vectors. With several sub-spaces (product quantization),
+  // P = subspaces() * num_codes(), d = D / subspaces(), and rows m*K ... m*K+K-1 belong to
+  // sub-space m (channels m*d ... m*d+d-1).
   virtual torch::Tensor codebook() const = 0;
-  virtual int64_t num_codes() const = 0;
+  virtual int64_t num_codes() const = 0;  // K, per codebook
+  virtual int64_t subspaces() const { return 1; }
+  // Whether stage 1 trains the codebook by gradient (false: it updates itself, e.g. by EMA).
+  virtual bool learns_by_gradient() const { return true; }
   // Data-dependent initialisation (k-means, ...) from N x D real feature vectors; a no-op for
   // data-free inits.
   virtual absl::Status initialize(const torch::Tensor& /*sample*/) { return absl::OkStatus(); }

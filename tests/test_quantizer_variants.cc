@@ -1,0 +1,133 @@
+// Variant-specific behaviour of ema_vq, pq and rvq against independent computations.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+std::shared_ptr<Quantizer> make(const std::string& name, int64_t dim, std::map<std::string, ParamValue> set) {
+  Registry& registry = testing::builtin_registry();
+  Params params = Params::defaults(registry.quantizers.find(name)->schema);
+  for (auto& [key, value] : set) params.set(key, value);
+  BuildContext context;
+  context.feature_channels = dim;
+  auto q = registry.quantizers.build(name, params, context);
+  EXPECT_TRUE(q.ok()) << q.status();
+  return *q;
+}
+
+TEST(EmaVq, OneUpdateFollowsTheEmaAndLaplaceFormulas) {
+  torch::manual_seed(0);
+  const int64_t k = 4, d = 3;
+  const double decay = 0.9, eps = 1e-5;
+  auto q = make("ema_vq", d, {{"codes", k}, {"metric", std::string("euclidean")}, {"init", std::string("normal")},
+                             {"decay", decay}, {"eps", eps}, {"restart_threshold", 0.0}});
+  const auto before = q->codebook().clone();
+  const auto features = torch::randn({2, d, 2, 3});
+  q->train();
+  const Quantized out = q->quantize(features);
+
+  // Independent computation: assignments from the old codebook, then the EMA of counts/sums.
+  const auto flat = features.permute({0, 2, 3, 1}).reshape({-1, d});
+  const auto idx = out.indices.reshape({-1});
+  auto counts = torch::ones({k}) * decay;  // N_k starts at 1
+  auto sums = before.clone() * decay;      // m_k starts at the codeword
+  for (int64_t i = 0; i < flat.size(0); ++i) {
+    const int64_t code = idx[i].item<int64_t>();
+    EXPECT_EQ(code, (flat[i] - before).pow(2).sum(1).argmin().item<int64_t>());
+    counts[code] += 1 - decay;
+    sums[code] += (1 - decay) * flat[i];
+  }
+  const double total = counts.sum().item<double>();
+  const auto smoothed = (counts + eps) / (total + k * eps) * total;
+  EXPECT_TRUE(torch::allclose(q->codebook(), sums / smoothed.unsqueeze(1), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(out.quantized.detach(), before.index_select(0, idx).view({2, 2, 3, d}).permute({0, 3, 1, 2})));
+  // In evaluation mode nothing moves.
+  q->eval();
+  const auto frozen = q->codebook().clone();
+  q->quantize(features);
+  EXPECT_TRUE(torch::equal(frozen, q->codebook()));
+}
+
+TEST(EmaVq, DeadCodesAreReseededFromTheBatch) {
+  torch::manual_seed(1);
+  auto q = make("ema_vq", 2, {{"codes", int64_t{8}}, {"metric", std::string("euclidean")},
+                               {"init", std::string("normal")}, {"restart_threshold", 0.5}, {"decay", 0.5}});
+  // Every vector sits near (100, 100): at most one code wins, the others starve.
+  const auto features = torch::full({4, 2, 4, 4}, 100.0) + torch::randn({4, 2, 4, 4});
+  q->train();
+  q->quantize(features);
+  q->quantize(features);
+  // Restarted codes now hold batch vectors: every code is within the data's range.
+  EXPECT_GT(q->codebook().min().item<double>(), 90.0);
+}
+
+TEST(ProductQuantizer, EncodesEachSubspaceToItsNearestCode) {
+  torch::manual_seed(2);
+  const int64_t d = 8, m = 4, k = 5;
+  auto q = make("pq", d, {{"codes", k}, {"subspaces", m}, {"init", std::string("normal")}});
+  const auto features = torch::randn({2, d, 2, 2});
+  const Quantized out = q->quantize(features);
+  const auto books = q->codebook().view({m, k, d / m});
+  const auto flat = features.permute({0, 2, 3, 1}).reshape({-1, d});
+  const auto codes = out.indices.reshape({-1, m});
+  for (int64_t i = 0; i < flat.size(0); ++i) {
+    for (int64_t s = 0; s < m; ++s) {
+      const auto part = flat[i].slice(0, s * 2, s * 2 + 2);
+      EXPECT_EQ(codes[i][s].item<int64_t>(), (books[s] - part).pow(2).sum(1).argmin().item<int64_t>());
+    }
+  }
+  // The reconstruction concatenates the chosen sub-codewords.
+  const auto rebuilt = out.quantized.permute({0, 2, 3, 1}).reshape({-1, d});
+  EXPECT_TRUE(torch::equal(rebuilt[3].slice(0, 4, 6), books[2][codes[3][2].item<int64_t>()]));
+}
+
+TEST(ResidualQuantizer, MoreLevelsReconstructBetter) {
+  torch::manual_seed(3);
+  const auto features = torch::randn({8, 6, 4, 4});
+  const auto vectors = features.permute({0, 2, 3, 1}).reshape({-1, 6});
+  double previous = 1e30;
+  for (int64_t levels : {1, 2, 4}) {
+    torch::manual_seed(4);
+    auto q = make("rvq", 6, {{"codes", int64_t{16}}, {"levels", levels}, {"metric", std::string("euclidean")}});
+    ASSERT_TRUE(q->initialize(vectors).ok());
+    const double error = (q->quantize(features).quantized - features).pow(2).mean().item<double>();
+    EXPECT_LT(error, previous) << levels << " levels";
+    previous = error;
+  }
+}
+
+TEST(GroupedHead, EachSubspaceIsAnIndependentPrototypeHead) {
+  torch::manual_seed(5);
+  Registry& registry = testing::builtin_registry();
+  const Params params = Params::defaults(registry.heads.find("protoquant")->schema);
+  const int64_t m = 2, k = 3, sub = 4, classes = 2;
+  const auto prototypes = torch::randn({m * k, sub});
+  const auto features = torch::randn({2, m * sub, 2, 2});
+  BuildContext grouped;
+  grouped.num_classes = classes;
+  grouped.prototypes = prototypes;
+  grouped.prototype_groups = m;
+  auto head = *registry.heads.build("protoquant", params, grouped);
+  head->eval();
+  const HeadOutput out = head->forward(features);
+  ASSERT_EQ(out.presence.sizes(), (std::vector<int64_t>{2, m * k}));
+  for (int64_t s = 0; s < m; ++s) {
+    // A single-space head on sub-space s's channels and prototypes must agree.
+    BuildContext single;
+    single.num_classes = classes;
+    single.prototypes = prototypes.slice(0, s * k, (s + 1) * k);
+    auto part = *registry.heads.build("protoquant", params, single);
+    part->eval();
+    const HeadOutput expected = part->forward(features.slice(1, s * sub, (s + 1) * sub));
+    EXPECT_TRUE(torch::allclose(out.presence.slice(1, s * k, (s + 1) * k), expected.presence, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(out.similarity.slice(1, s * k, (s + 1) * k), expected.similarity, 1e-5, 1e-6));
+  }
+  const auto weight = head->named_parameters()["weight"];
+  EXPECT_TRUE(torch::allclose(out.logits, out.presence.mm(torch::relu(weight).t()), 1e-5, 1e-6));
+}
+
+}  // namespace
+}  // namespace protoquant
