@@ -12,22 +12,78 @@ Metric parse_metric(const std::string& name) {
   throw std::invalid_argument("unknown metric " + name);
 }
 
-torch::Tensor nearest_code(const torch::Tensor& vectors, const torch::Tensor& codebook, Metric metric) {
-  return nearest_codes(vectors.unsqueeze(0), codebook.unsqueeze(0), metric).squeeze(0);
+namespace {
+
+// The codebook side of the score: score(z, e) = z . weights_e + bias_e, maximised over codes.
+//   cosine:    argmax z.e / |e|            (normalising z does not change the argmax)
+//   euclidean: argmax z.e - |e|^2 / 2      (= argmin |z - e|^2)
+struct ScoreTerms {
+  torch::Tensor weights;  // M x K x d
+  torch::Tensor bias;     // M x 1 x K, or undefined
+};
+
+ScoreTerms score_terms(const torch::Tensor& codebooks, Metric metric) {
+  const auto codes = codebooks.detach();
+  if (metric == Metric::kCosine) return {F::normalize(codes, F::NormalizeFuncOptions().dim(2).eps(1e-6)), {}};
+  return {codes, codes.pow(2).sum(2).unsqueeze(1).mul(-0.5)};
 }
 
-torch::Tensor nearest_codes(const torch::Tensor& vectors, const torch::Tensor& codebooks, Metric metric) {
+// M x n x K scores. One 2-D GEMM per sub-space: LibTorch sends 2-D fp32 GEMMs to BLAS and 2-D bf16
+// GEMMs to oneDNN, while its batched kernel has no fast bf16 path.
+torch::Tensor scores(const torch::Tensor& vectors, const ScoreTerms& t) {
+  const int64_t m = vectors.size(0);
+  const auto w = t.weights.to(vectors.scalar_type());
+  const auto bias = t.bias.defined() ? t.bias.to(vectors.scalar_type()) : torch::Tensor();
+  auto one = [&](int64_t s) {
+    if (!bias.defined()) return torch::mm(vectors[s], w[s].t());
+    // fp32 addmm folds the bias into the BLAS call; oneDNN's bf16 GEMM is only used without it.
+    if (vectors.scalar_type() == torch::kFloat32) return torch::addmm(bias[s], vectors[s], w[s].t());
+    return torch::mm(vectors[s], w[s].t()).add_(bias[s]);
+  };
+  if (m == 1) return one(0).unsqueeze(0);
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < m; ++s) parts.push_back(one(s));
+  return torch::stack(parts);
+}
+
+torch::Tensor search_chunk(const torch::Tensor& vectors, const ScoreTerms& t, const SearchOptions& search) {
+  if (!search.bf16) return scores(vectors, t).argmax(2);
+  const int64_t k = t.weights.size(1);
+  const int64_t c = std::min(search.candidates, k);
+  // Candidates from the bf16 GEMM, then the exact fp32 score of just those.
+  const auto candidates = std::get<1>(scores(vectors.to(torch::kBFloat16), t).topk(c, 2));  // M x n x c
+  const int64_t m = candidates.size(0), n = candidates.size(1), d = t.weights.size(2);
+  const auto offsets = (torch::arange(m, candidates.options()) * k).view({m, 1, 1});
+  const auto rows = (candidates + offsets).reshape({-1});
+  const auto chosen = t.weights.reshape({m * k, d}).index_select(0, rows).view({m, n, c, d});
+  // M x n x c exact fp32 dot products, as n*M small GEMVs (measured faster than mul + sum).
+  auto exact = torch::bmm(chosen.view({m * n, c, d}), vectors.reshape({m * n, d, 1})).view({m, n, c});
+  if (t.bias.defined()) exact = exact + t.bias.squeeze(1).reshape({-1}).index_select(0, rows).view({m, n, c});
+  return candidates.gather(2, exact.argmax(2, /*keepdim=*/true)).squeeze(2);
+}
+
+}  // namespace
+
+torch::Tensor nearest_code(const torch::Tensor& vectors, const torch::Tensor& codebook, Metric metric,
+                           const SearchOptions& search) {
+  return nearest_codes(vectors.unsqueeze(0), codebook.unsqueeze(0), metric, search).squeeze(0);
+}
+
+torch::Tensor nearest_codes(const torch::Tensor& vectors, const torch::Tensor& codebooks, Metric metric,
+                            const SearchOptions& search) {
   torch::NoGradGuard no_grad;
-  const auto codes = codebooks.detach();
-  if (metric == Metric::kCosine) {
-    // argmax_k cos(z, e_k) = argmax_k z.e_k / |e_k|: normalising z does not change the argmax,
-    // so only the (small) codebook is normalised and the GEMM runs on the raw vectors.
-    const auto unit = F::normalize(codes, F::NormalizeFuncOptions().dim(2).eps(1e-6));
-    return torch::bmm(vectors, unit.transpose(1, 2)).argmax(2);
+  const auto terms = score_terms(codebooks, metric);
+  const auto input = vectors.detach();
+  // Rows in chunks so the score matrix stays around 64 MiB however many vectors come in.
+  const int64_t m = input.size(0), n = input.size(1), k = codebooks.size(1);
+  const int64_t chunk = std::max<int64_t>(256, (int64_t{16} << 20) / std::max<int64_t>(1, m * k));
+  if (n <= chunk) return search_chunk(input, terms, search);
+  auto out = torch::empty({m, n}, input.options().dtype(torch::kInt64));
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t end = std::min(n, begin + chunk);
+    out.slice(1, begin, end).copy_(search_chunk(input.slice(1, begin, end), terms, search));
   }
-  // argmin_k |z - e_k|^2 = argmax_k (2 z.e_k - |e_k|^2).
-  const auto half_norms = codes.pow(2).sum(2).unsqueeze(1).mul(-0.5);  // M x 1 x K
-  return torch::baddbmm(half_norms, vectors, codes.transpose(1, 2)).argmax(2);
+  return out;
 }
 
 void check_finite(const torch::Tensor& features, const char* quantizer) {

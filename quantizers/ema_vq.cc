@@ -60,7 +60,7 @@ Quantized EmaVectorQuantizer::quantize(const torch::Tensor& features) {
   check_finite(features, "ema_vq");
   const int64_t b = features.size(0), d = features.size(1), h = features.size(2), w = features.size(3);
   const auto flat = features.detach().permute({0, 2, 3, 1}).reshape({-1, d});
-  const auto indices = nearest_code(flat, codebook_, metric_);
+  const auto indices = nearest_code(flat, codebook_, metric_, options_.search);
   usage_.record(indices);
   // The codewords the vectors were assigned to, before this batch moves them.
   const auto chosen = codebook_.index_select(0, indices);

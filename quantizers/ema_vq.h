@@ -25,6 +25,7 @@ struct EmaVqOptions {
   double decay = 0.99;
   double eps = 1e-5;
   double restart_threshold = 0.1;  // 0 disables restarts
+  SearchOptions search;
 };
 
 class EmaVectorQuantizer : public Quantizer {
@@ -36,6 +37,9 @@ class EmaVectorQuantizer : public Quantizer {
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
   bool learns_by_gradient() const override { return false; }
+  torch::Tensor encode(const torch::Tensor& vectors) const override {
+    return nearest_code(vectors, codebook_, metric_, options_.search).unsqueeze(1);
+  }
 
   int64_t restarts() const { return restarts_; }
 

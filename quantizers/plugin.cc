@@ -16,7 +16,14 @@ ParamSchema common_schema(const std::string& metric, const std::string& init, co
       ParamSpec::String("metric", metric, "assignment rule").one_of({"cosine", "euclidean"}),
       ParamSpec::String("init", init, "codebook initialisation (kmeans: k-means++ and Lloyd on real features)")
           .one_of({"orthogonal", "uniform", "normal", "kmeans"}),
-      ParamSpec::Int("kmeans_iterations", 10, "Lloyd iterations of the kmeans init").range(0, 1000)};
+      ParamSpec::Int("kmeans_iterations", 10, "Lloyd iterations of the kmeans init").range(0, 1000),
+      ParamSpec::String("search", "exact", "nearest-code search: exact fp32 GEMM, or bf16 candidates re-ranked in fp32")
+          .one_of({"exact", "bf16"}),
+      ParamSpec::Int("rerank_candidates", 4, "candidates per vector re-ranked in fp32 by the bf16 search").range(1, 1024)};
+}
+
+SearchOptions search_options(const Params& p) {
+  return SearchOptions{p.get_string("search") == "bf16", p.get_int("rerank_candidates")};
 }
 
 absl::Status need_channels(const BuildContext& c, const char* name) {
@@ -34,7 +41,7 @@ absl::Status register_quantizers(Registry& registry) {
          PQ_RETURN_IF_ERROR(need_channels(c, "vq"));
          return std::make_shared<VectorQuantizer>(VqOptions{c.feature_channels, p.get_int("codes"),
                                                             p.get_string("metric"), p.get_string("init"),
-                                                            p.get_int("kmeans_iterations")});
+                                                            p.get_int("kmeans_iterations"), search_options(p)});
        }}));
 
   ParamSchema ema = common_schema("cosine", "kmeans", "K, the number of codewords (prototypes)");
@@ -56,6 +63,7 @@ absl::Status register_quantizers(Registry& registry) {
          o.decay = p.get_float("decay");
          o.eps = p.get_float("eps");
          o.restart_threshold = p.get_float("restart_threshold");
+         o.search = search_options(p);
          return std::make_shared<EmaVectorQuantizer>(o);
        }}));
 
@@ -72,7 +80,7 @@ absl::Status register_quantizers(Registry& registry) {
          }
          return std::make_shared<ProductQuantizer>(PqOptions{c.feature_channels, m, p.get_int("codes"),
                                                              p.get_string("metric"), p.get_string("init"),
-                                                             p.get_int("kmeans_iterations")});
+                                                             p.get_int("kmeans_iterations"), search_options(p)});
        }}));
 
   ParamSchema rvq = common_schema("cosine", "kmeans", "K, codes per level");
@@ -83,7 +91,8 @@ absl::Status register_quantizers(Registry& registry) {
          PQ_RETURN_IF_ERROR(need_channels(c, "rvq"));
          return std::make_shared<ResidualQuantizer>(RvqOptions{c.feature_channels, p.get_int("levels"),
                                                                p.get_int("codes"), p.get_string("metric"),
-                                                               p.get_string("init"), p.get_int("kmeans_iterations")});
+                                                               p.get_string("init"), p.get_int("kmeans_iterations"),
+                                                               search_options(p)});
        }});
 }
 

@@ -32,7 +32,7 @@ torch::Tensor ProductQuantizer::encode(const torch::Tensor& vectors) const {
   const int64_t n = vectors.size(0), m = options_.subspaces;
   // N x D -> M x N x D/M: one batched GEMM + argmax over all sub-spaces.
   const auto split = vectors.detach().view({n, m, -1}).transpose(0, 1);
-  return nearest_codes(split, codebooks_, metric_).t();  // N x M
+  return nearest_codes(split, codebooks_, metric_, options_.search).t();  // N x M
 }
 
 torch::Tensor ProductQuantizer::decode(const torch::Tensor& codes) const {

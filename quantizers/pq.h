@@ -22,6 +22,7 @@ struct PqOptions {
   std::string metric = "euclidean";
   std::string init = "kmeans";
   int64_t kmeans_iterations = 10;
+  SearchOptions search;
 };
 
 class ProductQuantizer : public Quantizer {
@@ -36,7 +37,7 @@ class ProductQuantizer : public Quantizer {
   absl::Status initialize(const torch::Tensor& sample) override;
 
   // Codes of N x D vectors: N x M int64 (FAISS compute_codes).
-  torch::Tensor encode(const torch::Tensor& vectors) const;
+  torch::Tensor encode(const torch::Tensor& vectors) const override;
   // N x M codes back to N x D vectors (FAISS decode).
   torch::Tensor decode(const torch::Tensor& codes) const;
 

@@ -29,6 +29,18 @@ absl::Status ResidualQuantizer::initialize(const torch::Tensor& sample) {
   return absl::OkStatus();
 }
 
+torch::Tensor ResidualQuantizer::encode(const torch::Tensor& vectors) const {
+  torch::NoGradGuard no_grad;
+  auto residual = vectors.detach();
+  std::vector<torch::Tensor> levels;
+  for (int64_t l = 0; l < options_.levels; ++l) {
+    const auto indices = nearest_code(residual, codebooks_[l], l == 0 ? metric_ : Metric::kEuclidean, options_.search);
+    residual = residual - codebooks_[l].index_select(0, indices);
+    levels.push_back(indices);
+  }
+  return torch::stack(levels, 1);
+}
+
 Quantized ResidualQuantizer::quantize(const torch::Tensor& features) {
   TORCH_CHECK(features.dim() == 4 && features.size(1) == options_.dim, "rvq expects B x ", options_.dim,
               " x H x W features, got ", features.sizes());
@@ -41,7 +53,7 @@ Quantized ResidualQuantizer::quantize(const torch::Tensor& features) {
   std::vector<torch::Tensor> levels;
   for (int64_t l = 0; l < options_.levels; ++l) {
     const Metric metric = l == 0 ? metric_ : Metric::kEuclidean;
-    const auto indices = nearest_code(residual, codebooks_[l], metric);
+    const auto indices = nearest_code(residual, codebooks_[l], metric, options_.search);
     const auto chosen = codebooks_[l].index_select(0, indices);
     loss = loss + F::mse_loss(chosen, residual);
     reconstruction = reconstruction + chosen;

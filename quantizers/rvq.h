@@ -21,6 +21,7 @@ struct RvqOptions {
   std::string metric = "cosine";
   std::string init = "kmeans";
   int64_t kmeans_iterations = 10;
+  SearchOptions search;
 };
 
 class ResidualQuantizer : public Quantizer {
@@ -31,6 +32,7 @@ class ResidualQuantizer : public Quantizer {
   torch::Tensor codebook() const override { return codebooks_[0]; }
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
+  torch::Tensor encode(const torch::Tensor& vectors) const override;
 
  private:
   RvqOptions options_;

@@ -29,7 +29,7 @@ Quantized VectorQuantizer::quantize(const torch::Tensor& features) {
   const int64_t b = features.size(0), d = features.size(1), h = features.size(2), w = features.size(3);
   // For channels-last maps this reshape is a view: no copy before the GEMM.
   const auto flat = features.permute({0, 2, 3, 1}).reshape({-1, d});
-  const auto indices = nearest_code(flat.detach(), codebook_, metric_);
+  const auto indices = nearest_code(flat.detach(), codebook_, metric_, options_.search);
   usage_.record(indices);
   const auto chosen = codebook_.index_select(0, indices);  // gradient flows to the chosen codewords
   Quantized out;

@@ -18,6 +18,7 @@ struct VqOptions {
   std::string metric = "cosine";  // or "euclidean"
   std::string init = "orthogonal";
   int64_t kmeans_iterations = 10;
+  SearchOptions search;
 };
 
 class VectorQuantizer : public Quantizer {
@@ -28,6 +29,9 @@ class VectorQuantizer : public Quantizer {
   torch::Tensor codebook() const override { return codebook_; }
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
+  torch::Tensor encode(const torch::Tensor& vectors) const override {
+    return nearest_code(vectors, codebook_, metric_, options_.search).unsqueeze(1);
+  }
 
  private:
   VqOptions options_;

@@ -84,6 +84,30 @@ TEST(ProductQuantizer, EncodesEachSubspaceToItsNearestCode) {
   EXPECT_TRUE(torch::equal(rebuilt[3].slice(0, 4, 6), books[2][codes[3][2].item<int64_t>()]));
 }
 
+TEST(Bf16Search, AgreesWithTheExactSearchAndEncodeMatchesQuantize) {
+  torch::manual_seed(6);
+  const int64_t d = 64, k = 128;
+  // Clustered vectors, as real features are.
+  const auto centres = torch::randn({32, d}) * 2;
+  const auto vectors = centres.index_select(0, torch::randint(32, {3000}, torch::kInt64)) + torch::randn({3000, d});
+  for (const std::string name : {"vq", "pq"}) {
+    auto exact = make(name, d, {{"codes", k}, {"metric", std::string("euclidean")}, {"init", std::string("normal")}});
+    auto fast = make(name, d, {{"codes", k}, {"metric", std::string("euclidean")}, {"init", std::string("normal")},
+                               {"search", std::string("bf16")}});
+    {
+      torch::NoGradGuard no_grad;
+      fast->codebook().copy_(exact->codebook());
+    }
+    const auto a = exact->encode(vectors), b = fast->encode(vectors);
+    EXPECT_GE(a.eq(b).to(torch::kFloat64).mean().item<double>(), 0.99) << name;
+    // encode() and quantize() pick the same codes.
+    const auto features = vectors.slice(0, 0, 12).t().reshape({1, d, 3, 4});
+    const auto from_quantize = exact->quantize(features).indices.reshape({12, -1});
+    const auto from_encode = exact->encode(features.permute({0, 2, 3, 1}).reshape({-1, d}));
+    EXPECT_TRUE(torch::equal(from_quantize, from_encode)) << name;
+  }
+}
+
 TEST(ResidualQuantizer, MoreLevelsReconstructBetter) {
   torch::manual_seed(3);
   const auto features = torch::randn({8, 6, 4, 4});

@@ -48,6 +48,10 @@ const ParamSchema& stage_schema(const std::string& stage) {
   static const std::map<std::string, ParamSchema> schemas = [] {
     std::map<std::string, ParamSchema> m;
     m["blackbox"] = trainer_schema().with_default("lr", 2e-3);
+    m["blackbox"].add(ParamSpec::String("weights", "",
+                                        "load the backbone (and its head g) from this file, e.g. an earlier run's "
+                                        "model/backbone.pt, instead of training it")
+                          .path());
     m["codebook"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
     m["codebook"].add(ParamSpec::Float("task_weight", 1.0, "w_task: weight of CE(g(Zq), y)").range(0.0, 1e6));
     m["codebook"].add(ParamSpec::Float("codebook_weight", 1.0, "w_cb: weight of the quantizer's codebook loss").range(0.0, 1e6));

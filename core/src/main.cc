@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "protoquant/bench.h"
 #include "protoquant/manifest.h"
 #include "protoquant/plugin_loader.h"
 #include "protoquant/process.h"
@@ -98,6 +99,25 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
   run_cmd->add_option("--out", out_dir, "run folder (default: <experiment.output>/<name>-<time>)");
 
+  auto* bench_cmd = app.add_subcommand("bench", "micro-benchmarks (see bench/ for the reference scripts)");
+  bench_cmd->require_subcommand(1);
+  pq::QuantizerBenchOptions qb;
+  auto* bench_quantizer_cmd = bench_cmd->add_subcommand("quantizer", "nearest-code assignment throughput");
+  bench_quantizer_cmd->add_option("--kind", qb.kind, "quantizer: vq, pq, ...")->capture_default_str();
+  bench_quantizer_cmd->add_option("--vectors", qb.vectors, "vectors to encode")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_quantizer_cmd->add_option("--dim", qb.dim, "dimension D")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_quantizer_cmd->add_option("--codes", qb.codes, "codes K (per sub-space)")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_quantizer_cmd->add_option("--subspaces", qb.subspaces, "M for pq")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_quantizer_cmd->add_option("--dtype", qb.dtype, "fp32 (exact) or bf16 (candidates + fp32 re-rank)")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  bench_quantizer_cmd->add_option("--metric", qb.metric, "euclidean or cosine")
+      ->capture_default_str()->check(CLI::IsMember({"euclidean", "cosine"}));
+  bench_quantizer_cmd->add_option("--repeat", qb.repeat, "timed repetitions (best kept)")->capture_default_str();
+  bench_quantizer_cmd->add_option("--threads", qb.threads, "CPU threads (0 = all)")->capture_default_str();
+  bench_quantizer_cmd->add_option("--train-iterations", qb.train_iterations, "also k-means-train and report MSE");
+  bench_quantizer_cmd->add_option("--data", qb.data_dir, "folder with vectors.f32 and codebook.f32");
+  bench_quantizer_cmd->add_option("--codes-out", qb.codes_out, "write the codes (int64, raw) here");
+
   CLI11_PARSE(app, argc, argv);
   pq::tune_allocator();
 
@@ -109,6 +129,10 @@ int main(int argc, char** argv) {
 
   if (*plugins_cmd) return list_plugins(registry);
   if (*describe_cmd) return describe(registry, describe_name);
+  if (*bench_quantizer_cmd) {
+    if (auto status = pq::bench_quantizer(registry, qb); !status.ok()) return fail(status);
+    return 0;
+  }
 
   auto spec = pq::load_experiment(manifest, overrides, registry);
   if (!spec.ok()) return fail(spec.status());

@@ -98,19 +98,29 @@ absl::StatusOr<nlohmann::json> run(const ExperimentSpec& spec, Registry& registr
   PQ_ASSIGN_OR_RETURN(model.backbone, registry.backbones.build(spec.backbone.type, spec.backbone.params, context));
   model.backbone->to(device);
   {
-    const TrainSettings settings = TrainSettings::from(spec.stages.at("blackbox"));
-    DatasetSource source(*dataset, train_split);
-    model.backbone->train();
-    auto backbone = model.backbone;
-    PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
-                                            [&](const Batch& batch) {
-                                              return cross_entropy(backbone->forward(batch.images), batch.labels,
-                                                                   settings.label_smoothing);
-                                            },
-                                            {"blackbox", seed, device, nullptr}));
+    const Params& stage = spec.stages.at("blackbox");
+    const TrainSettings settings = TrainSettings::from(stage);
+    const std::string weights = stage.get_string("weights");
+    TrainSummary summary;
+    if (!weights.empty()) {
+      // A black box brought by the user (or an earlier run): loaded, not trained.
+      PQ_RETURN_IF_ERROR(load_module(*model.backbone, weights));
+      model.backbone->to(device);
+    } else {
+      DatasetSource source(*dataset, train_split);
+      model.backbone->train();
+      auto backbone = model.backbone;
+      PQ_ASSIGN_OR_RETURN(summary, train(settings, backbone->parameters(), source,
+                                         [&](const Batch& batch) {
+                                           return cross_entropy(backbone->forward(batch.images), batch.labels,
+                                                                settings.label_smoothing);
+                                         },
+                                         {"blackbox", seed, device, nullptr}));
+    }
     freeze(*model.backbone);
     PQ_RETURN_IF_ERROR(save_module(*model.backbone, run_dir / "model" / "backbone.pt"));
-    state.stage_done("blackbox", start, {{"steps", summary.steps}, {"loss", summary.last_epoch_loss}});
+    state.stage_done("blackbox", start, {{"steps", summary.steps}, {"loss", summary.last_epoch_loss},
+                                         {"weights", weights}});
   }
   context.feature_channels = model.backbone->channels();
 

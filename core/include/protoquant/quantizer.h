@@ -20,6 +20,8 @@ class Quantizer : public torch::nn::Module {
  public:
   // features B x D x H x W. Usage is recorded for every call; reset_usage() starts a pass.
   virtual Quantized quantize(const torch::Tensor& features) = 0;
+  // Codes of N x D vectors: N x codebooks int64 (FAISS compute_codes); no usage, no gradient.
+  virtual torch::Tensor encode(const torch::Tensor& vectors) const = 0;
   // The prototypes: P x d codeword vectors. With several sub-spaces (product quantization),
   // P = subspaces() * num_codes(), d = D / subspaces(), and rows m*K ... m*K+K-1 belong to
   // sub-space m (channels m*d ... m*d+d-1).
