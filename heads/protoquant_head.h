@@ -37,6 +37,9 @@ class ProtoQuantHead : public Head {
   torch::Tensor& weight() { return weight_; }
 
  private:
+  HeadOutput forward_chunk(const torch::Tensor& features);
+  torch::Tensor class_logits(const torch::Tensor& presence);
+
   ProtoQuantHeadOptions options_;
   int64_t groups_ = 1;
   torch::Tensor prototypes_;  // P x D

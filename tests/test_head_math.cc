@@ -91,6 +91,21 @@ TEST(ProtoQuantHead, WeightsStartNearOneAndOptionsApply) {
   EXPECT_TRUE(torch::allclose(pipnet, torch::log1p(plain.pow(2)), 1e-5, 1e-6));
 }
 
+TEST(ProtoQuantHead, LargeBatchesAreChunkedWithoutChangingTheResult) {
+  torch::manual_seed(2);
+  // 8 x 8 cells x 4096 prototypes: 16 images per 16 MiB chunk, so 40 images take three chunks.
+  auto head = build_head(torch::randn({4096, 8}), 5, 0.1);
+  head->eval();
+  const auto features = torch::randn({40, 8, 8, 8});
+  const HeadOutput whole = head->forward(features);
+  for (int64_t begin = 0; begin < 40; begin += 8) {
+    const HeadOutput part = head->forward(features.slice(0, begin, begin + 8));
+    EXPECT_TRUE(torch::allclose(whole.presence.slice(0, begin, begin + 8), part.presence, 1e-6, 1e-7));
+    EXPECT_TRUE(torch::allclose(whole.logits.slice(0, begin, begin + 8), part.logits, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::equal(whole.similarity.slice(0, begin, begin + 8), part.similarity));
+  }
+}
+
 TEST(ProtoQuantHead, GradientReachesPrototypesAndWeights) {
   auto head = build_head(torch::randn({5, 4}), 3, 0.1);
   head->train();

@@ -10,7 +10,7 @@ namespace protoquant {
 struct HeadOutput {
   torch::Tensor logits;      // B x C (in training mode: the training objective's logits)
   torch::Tensor presence;    // B x P, a[b,p] in [0,1]
-  torch::Tensor similarity;  // B x P x H x W, S[b,p,h,w]
+  torch::Tensor similarity;  // B x P x H x W, S[b,p,h,w]; eval mode only (undefined in training)
 };
 
 class Head : public torch::nn::Module {
