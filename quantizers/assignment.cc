@@ -32,8 +32,8 @@ ScoreTerms score_terms(const torch::Tensor& codebooks, Metric metric) {
 // GEMMs to oneDNN, while its batched kernel has no fast bf16 path.
 torch::Tensor scores(const torch::Tensor& vectors, const ScoreTerms& t) {
   const int64_t m = vectors.size(0);
-  const auto w = t.weights.to(vectors.scalar_type());
-  const auto bias = t.bias.defined() ? t.bias.to(vectors.scalar_type()) : torch::Tensor();
+  const auto& w = t.weights;
+  const auto& bias = t.bias;
   auto one = [&](int64_t s) {
     if (!bias.defined()) return torch::mm(vectors[s], w[s].t());
     // fp32 addmm folds the bias into the BLAS call; oneDNN's bf16 GEMM is only used without it.
@@ -46,12 +46,14 @@ torch::Tensor scores(const torch::Tensor& vectors, const ScoreTerms& t) {
   return torch::stack(parts);
 }
 
-torch::Tensor search_chunk(const torch::Tensor& vectors, const ScoreTerms& t, const SearchOptions& search) {
+// `low`: the same terms in bf16, converted once per search (not per chunk).
+torch::Tensor search_chunk(const torch::Tensor& vectors, const ScoreTerms& t, const ScoreTerms& low,
+                           const SearchOptions& search) {
   if (!search.bf16) return scores(vectors, t).argmax(2);
   const int64_t k = t.weights.size(1);
   const int64_t c = std::min(search.candidates, k);
   // Candidates from the bf16 GEMM, then the exact fp32 score of just those.
-  const auto candidates = std::get<1>(scores(vectors.to(torch::kBFloat16), t).topk(c, 2));  // M x n x c
+  const auto candidates = std::get<1>(scores(vectors.to(torch::kBFloat16), low).topk(c, 2));  // M x n x c
   const int64_t m = candidates.size(0), n = candidates.size(1), d = t.weights.size(2);
   const auto offsets = (torch::arange(m, candidates.options()) * k).view({m, 1, 1});
   const auto rows = (candidates + offsets).reshape({-1});
@@ -73,16 +75,22 @@ torch::Tensor nearest_codes(const torch::Tensor& vectors, const torch::Tensor& c
                             const SearchOptions& search) {
   torch::NoGradGuard no_grad;
   const auto terms = score_terms(codebooks, metric);
+  ScoreTerms low;
+  if (search.bf16) {
+    low.weights = terms.weights.to(torch::kBFloat16);
+    if (terms.bias.defined()) low.bias = terms.bias.to(torch::kBFloat16);
+  }
   const auto input = vectors.detach();
   // Rows in chunks so the score matrix stays near 8 MiB: cache-friendly for the argmax, and under
   // glibc's 32 MiB mmap limit, so its memory is reused instead of faulted in afresh each chunk.
   const int64_t m = input.size(0), n = input.size(1), k = codebooks.size(1);
-  const int64_t chunk = std::max<int64_t>(64, (int64_t{2} << 20) / std::max<int64_t>(1, m * k));
-  if (n <= chunk) return search_chunk(input, terms, search);
+  const int64_t elements = search.bf16 ? (int64_t{4} << 20) : (int64_t{2} << 20);  // bf16 scores: 2 bytes
+  const int64_t chunk = std::max<int64_t>(64, elements / std::max<int64_t>(1, m * k));
+  if (n <= chunk) return search_chunk(input, terms, low, search);
   auto out = torch::empty({m, n}, input.options().dtype(torch::kInt64));
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t end = std::min(n, begin + chunk);
-    out.slice(1, begin, end).copy_(search_chunk(input.slice(1, begin, end), terms, search));
+    out.slice(1, begin, end).copy_(search_chunk(input.slice(1, begin, end), terms, low, search));
   }
   return out;
 }
