@@ -95,9 +95,12 @@ torch::Tensor nearest_codes(const torch::Tensor& vectors, const torch::Tensor& c
   return out;
 }
 
-void check_finite(const torch::Tensor& features, const char* quantizer) {
+torch::Tensor feature_rows(const torch::Tensor& features, int64_t dim, const char* quantizer) {
+  TORCH_CHECK(features.dim() == 4 && features.size(1) == dim, quantizer, " expects B x ", dim,
+              " x H x W features, got ", features.sizes());
   TORCH_CHECK(features.detach().isfinite().all().item<bool>(), quantizer,
               ": input features contain NaN or infinity");
+  return features.permute({0, 2, 3, 1}).reshape({-1, dim});
 }
 
 }  // namespace protoquant::quantizers

@@ -26,7 +26,9 @@ torch::Tensor nearest_code(const torch::Tensor& vectors, const torch::Tensor& co
 torch::Tensor nearest_codes(const torch::Tensor& vectors, const torch::Tensor& codebooks, Metric metric,
                             const SearchOptions& search = {});
 
-// Throws c10::Error naming the quantizer when `features` holds NaN or infinity.
-void check_finite(const torch::Tensor& features, const char* quantizer);
+// The (B*H*W) x D rows of a B x D x H x W feature map (a view for channels-last maps). Throws
+// c10::Error naming the quantizer when the shape is not B x `dim` x H x W or the map holds NaN or
+// infinity.
+torch::Tensor feature_rows(const torch::Tensor& features, int64_t dim, const char* quantizer);
 
 }  // namespace protoquant::quantizers

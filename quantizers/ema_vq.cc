@@ -55,11 +55,8 @@ void EmaVectorQuantizer::update(const torch::Tensor& flat, const torch::Tensor& 
 }
 
 Quantized EmaVectorQuantizer::quantize(const torch::Tensor& features) {
-  TORCH_CHECK(features.dim() == 4 && features.size(1) == options_.dim, "ema_vq expects B x ", options_.dim,
-              " x H x W features, got ", features.sizes());
-  check_finite(features, "ema_vq");
+  const auto flat = feature_rows(features, options_.dim, "ema_vq").detach();
   const int64_t b = features.size(0), d = features.size(1), h = features.size(2), w = features.size(3);
-  const auto flat = features.detach().permute({0, 2, 3, 1}).reshape({-1, d});
   const auto indices = nearest_code(flat, codebook_, metric_, options_.search);
   usage_.record(indices);
   // The codewords the vectors were assigned to, before this batch moves them.

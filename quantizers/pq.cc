@@ -44,11 +44,8 @@ torch::Tensor ProductQuantizer::decode(const torch::Tensor& codes) const {
 }
 
 Quantized ProductQuantizer::quantize(const torch::Tensor& features) {
-  TORCH_CHECK(features.dim() == 4 && features.size(1) == options_.dim, "pq expects B x ", options_.dim,
-              " x H x W features, got ", features.sizes());
-  check_finite(features, "pq");
+  const auto flat = feature_rows(features, options_.dim, "pq");
   const int64_t b = features.size(0), d = features.size(1), h = features.size(2), w = features.size(3);
-  const auto flat = features.permute({0, 2, 3, 1}).reshape({-1, d});
   const auto codes = encode(flat);
   usage_.record(codes);
   const auto chosen = decode(codes);  // gradient flows to the chosen sub-codewords

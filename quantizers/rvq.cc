@@ -42,11 +42,8 @@ torch::Tensor ResidualQuantizer::encode(const torch::Tensor& vectors) const {
 }
 
 Quantized ResidualQuantizer::quantize(const torch::Tensor& features) {
-  TORCH_CHECK(features.dim() == 4 && features.size(1) == options_.dim, "rvq expects B x ", options_.dim,
-              " x H x W features, got ", features.sizes());
-  check_finite(features, "rvq");
+  const auto flat = feature_rows(features, options_.dim, "rvq").detach();
   const int64_t b = features.size(0), d = features.size(1), h = features.size(2), w = features.size(3);
-  const auto flat = features.permute({0, 2, 3, 1}).reshape({-1, d}).detach();
   auto residual = flat;
   torch::Tensor reconstruction = torch::zeros_like(flat);
   torch::Tensor loss = torch::zeros({}, flat.options());

@@ -23,12 +23,8 @@ absl::Status VectorQuantizer::initialize(const torch::Tensor& sample) {
 }
 
 Quantized VectorQuantizer::quantize(const torch::Tensor& features) {
-  TORCH_CHECK(features.dim() == 4 && features.size(1) == options_.dim, "vq expects B x ", options_.dim,
-              " x H x W features, got ", features.sizes());
-  check_finite(features, "vq");
+  const auto flat = feature_rows(features, options_.dim, "vq");
   const int64_t b = features.size(0), d = features.size(1), h = features.size(2), w = features.size(3);
-  // For channels-last maps this reshape is a view: no copy before the GEMM.
-  const auto flat = features.permute({0, 2, 3, 1}).reshape({-1, d});
   const auto indices = nearest_code(flat.detach(), codebook_, metric_, options_.search);
   usage_.record(indices);
   const auto chosen = codebook_.index_select(0, indices);  // gradient flows to the chosen codewords
