@@ -1,5 +1,7 @@
 #include "protoquant_head.h"
 
+#include "presence.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -14,6 +16,7 @@ ProtoQuantHead::ProtoQuantHead(const torch::Tensor& prototypes, int64_t num_clas
   weight_ = register_parameter(
       "weight", torch::randn({num_classes, prototypes.size(0)}, prototypes.options()) * options.weight_std +
                     options.weight_mean);
+  competitors_ = register_buffer("competitors", torch::zeros({0, prototypes.size(1)}, prototypes.options()));
 }
 
 HeadOutput ProtoQuantHead::forward(const torch::Tensor& features) {
@@ -54,20 +57,41 @@ HeadOutput ProtoQuantHead::forward_chunk(const torch::Tensor& features) {
   // all when there is a single sub-space): (M x B*H*W x d) (M x d x K).
   const auto z = features.permute({0, 2, 3, 1}).reshape({n, m, sub}).transpose(0, 1);
   const auto zn = z / z.norm(2, 2, true).clamp_min(options_.eps);
-  const auto e = prototypes_.view({m, k, sub});
+  const int64_t q = competitors_.size(0);  // 0 unless prototypes were removed by editing
+  const auto e = (q == 0 ? prototypes_ : torch::cat({prototypes_, competitors_})).view({m, k + q, sub});
   const auto en = e / e.norm(2, 2, true).clamp_min(options_.eps);
-  // Everything below stays in the GEMM's M x (B*H*W) x K layout, so the largest tensors are never
-  // copied into another layout; 1/tau is folded into the (small) prototype side.
-  const auto scaled = torch::bmm(zn, en.transpose(1, 2).mul(1.0 / options_.temperature));  // S / tau
-  // Softmax over the prototypes of one sub-space, then the max over locations.
-  const auto presence = torch::softmax(scaled, 2).view({m, b, h * w, k}).amax(2);  // M x B x K
+  // 1/tau is folded into the (small) prototype side; the GEMMs run in the compute dtype (bf16:
+  // oneDNN's bf16 kernels, fp32 accumulation), everything after the head's output in fp32.
+  const auto compute = options_.bf16 ? torch::kBFloat16 : features.scalar_type();
+  const auto zc = zn.to(compute);
+  const auto ec = en.mul(1.0 / options_.temperature).to(compute);
   HeadOutput out;
+  if (is_training() && q == 0) {
+    // Training needs neither the similarity maps nor the softmax outside its max: one fused node.
+    const auto presence = prototype_presence(zc, ec, b).to(features.scalar_type());  // M x B x K
+    out.presence = presence.permute({1, 0, 2}).reshape({b, p});
+    out.logits = class_logits(out.presence);
+    return out;
+  }
+  // Everything below stays in the GEMM's M x (B*H*W) x K layout, so the largest tensors are never
+  // copied into another layout.
+  auto scaled = torch::bmm(zc, ec.transpose(1, 2));  // S / tau
+  // Softmax over the prototypes of one sub-space, then the max over locations.
+  auto soft = torch::softmax(scaled, 2);
+  if (q > 0) {
+    soft = soft.narrow(2, 0, k);
+    scaled = scaled.narrow(2, 0, k).contiguous();
+  }
+  const auto presence = soft.reshape({m, b, h * w, k}).amax(2).to(features.scalar_type());  // M x B x K
   out.presence = presence.permute({1, 0, 2}).reshape({b, p});
   out.logits = class_logits(out.presence);
   // The similarity maps (explanations, metrics) cost a pass over the largest tensor: training
   // does not need them.
   if (!is_training()) {
-    out.similarity = (scaled * options_.temperature).view({m, b, h, w, k}).permute({1, 0, 4, 2, 3}).reshape({b, p, h, w});
+    out.similarity = (scaled.to(features.scalar_type()) * options_.temperature)
+                         .view({m, b, h, w, k})
+                         .permute({1, 0, 4, 2, 3})
+                         .reshape({b, p, h, w});
   }
   return out;
 }
@@ -75,6 +99,43 @@ HeadOutput ProtoQuantHead::forward_chunk(const torch::Tensor& features) {
 torch::Tensor ProtoQuantHead::regularization() {
   if (options_.sparsity <= 0.0) return {};
   return options_.sparsity * torch::relu(weight_).sum();
+}
+
+absl::Status ProtoQuantHead::set_class_weights(const torch::Tensor& weights) {
+  if (!weights.defined() || !weights.sizes().equals(weight_.sizes())) {
+    return absl::InvalidArgumentError(fmt::format("class weights must be {}", fmt::join(weight_.sizes(), " x ")));
+  }
+  if (!torch::isfinite(weights).all().item<bool>() || weights.lt(0).any().item<bool>()) {
+    return absl::InvalidArgumentError("class weights must be finite and non-negative");
+  }
+  torch::NoGradGuard no_grad;
+  weight_.copy_(weights);
+  return absl::OkStatus();
+}
+
+absl::Status ProtoQuantHead::keep_prototypes(const torch::Tensor& keep, bool keep_in_softmax) {
+  if (groups_ != 1) {
+    // The softmax runs per PQ sub-space over equally many sub-prototypes; removing some from one
+    // sub-space only would need ragged groups.
+    return absl::UnimplementedError("removing prototypes from a head with PQ sub-spaces is not supported");
+  }
+  const int64_t p = prototypes_.size(0);
+  if (!keep.defined() || keep.dim() != 1 || keep.scalar_type() != torch::kInt64 || keep.numel() < 1 ||
+      keep.min().item<int64_t>() < 0 || keep.max().item<int64_t>() >= p ||
+      std::get<0>(at::_unique(keep)).numel() != keep.numel()) {
+    return absl::InvalidArgumentError(fmt::format("prototypes to keep must be distinct int64 indices in [0, {})", p));
+  }
+  torch::NoGradGuard no_grad;
+  const auto index = keep.to(prototypes_.device());
+  if (keep_in_softmax) {
+    auto removed = torch::ones({p}, torch::kBool);
+    removed.index_fill_(0, keep.cpu(), false);
+    const auto gone = removed.nonzero().squeeze(1).to(prototypes_.device());
+    competitors_.set_data(torch::cat({competitors_, prototypes_.detach().index_select(0, gone)}));
+  }
+  prototypes_.set_data(prototypes_.index_select(0, index));
+  weight_.set_data(weight_.index_select(1, index));
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::heads

@@ -20,6 +20,7 @@ struct ProtoQuantHeadOptions {
   double weight_mean = 1.0;
   double weight_std = 0.1;
   double eps = 1e-6;
+  bool bf16 = false;  // similarity GEMMs and softmax in bfloat16 (fp32 accumulation)
 };
 
 class ProtoQuantHead : public Head {
@@ -33,6 +34,10 @@ class ProtoQuantHead : public Head {
   torch::Tensor regularization() override;
   torch::Tensor class_weights() const override { return torch::relu(weight_); }
   torch::Tensor prototypes() const override { return prototypes_; }
+  absl::Status set_class_weights(const torch::Tensor& weights) override;
+  absl::Status keep_prototypes(const torch::Tensor& keep, bool keep_in_softmax) override;
+  int64_t groups() const { return groups_; }
+  const ProtoQuantHeadOptions& options() const { return options_; }
 
   torch::Tensor& weight() { return weight_; }
 
@@ -44,6 +49,9 @@ class ProtoQuantHead : public Head {
   int64_t groups_ = 1;
   torch::Tensor prototypes_;  // P x D
   torch::Tensor weight_;      // C x P
+  // Prototypes removed by editing that still take part in the softmax's denominator (Q x D,
+  // usually 0 x D), so that removing unused prototypes leaves every prediction unchanged.
+  torch::Tensor competitors_;
 };
 
 }  // namespace protoquant::heads

@@ -1,6 +1,8 @@
 #include "ema_vq.h"
 
 #include "codebook_init.h"
+#include "kept_codes.h"
+#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -69,6 +71,17 @@ Quantized EmaVectorQuantizer::quantize(const torch::Tensor& features) {
   out.quantized = chosen.view({b, h, w, d}).permute({0, 3, 1, 2});
   out.indices = indices.view({b, h, w});
   return out;
+}
+
+absl::Status EmaVectorQuantizer::keep_codes(const torch::Tensor& keep) {
+  PQ_RETURN_IF_ERROR(check_kept_codes(keep, 1, options_.codes));
+  torch::NoGradGuard no_grad;
+  codebook_.set_data(select_codes(codebook_.unsqueeze(0), keep)[0]);
+  ema_sum_.set_data(select_codes(ema_sum_.unsqueeze(0), keep)[0]);
+  ema_count_.set_data(ema_count_.index_select(0, keep[0].to(ema_count_.device())));
+  options_.codes = keep.size(1);
+  usage_ = CodebookUsage(1, options_.codes);
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::quantizers

@@ -36,6 +36,7 @@ class EmaVectorQuantizer : public Quantizer {
   torch::Tensor codebook() const override { return codebook_; }
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
+  absl::Status keep_codes(const torch::Tensor& keep) override;
   bool learns_by_gradient() const override { return false; }
   torch::Tensor encode(const torch::Tensor& vectors) const override {
     return nearest_code(vectors, codebook_, metric_, options_.search).unsqueeze(1);

@@ -1,6 +1,8 @@
 #include "pq.h"
 
 #include "codebook_init.h"
+#include "kept_codes.h"
+#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -54,6 +56,15 @@ Quantized ProductQuantizer::quantize(const torch::Tensor& features) {
   out.quantized = chosen.view({b, h, w, d}).permute({0, 3, 1, 2});
   out.indices = codes.view({b, h, w, options_.subspaces});
   return out;
+}
+
+absl::Status ProductQuantizer::keep_codes(const torch::Tensor& keep) {
+  PQ_RETURN_IF_ERROR(check_kept_codes(keep, options_.subspaces, options_.codes));
+  torch::NoGradGuard no_grad;
+  codebooks_.set_data(select_codes(codebooks_, keep));
+  options_.codes = keep.size(1);
+  usage_ = CodebookUsage(options_.subspaces, options_.codes);
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::quantizers

@@ -35,6 +35,7 @@ class ProductQuantizer : public Quantizer {
   int64_t num_codes() const override { return options_.codes; }
   int64_t subspaces() const override { return options_.subspaces; }
   absl::Status initialize(const torch::Tensor& sample) override;
+  absl::Status keep_codes(const torch::Tensor& keep) override;
 
   // Codes of N x D vectors: N x M int64 (FAISS compute_codes).
   torch::Tensor encode(const torch::Tensor& vectors) const override;

@@ -1,6 +1,8 @@
 #include "rvq.h"
 
 #include "codebook_init.h"
+#include "kept_codes.h"
+#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -64,6 +66,15 @@ Quantized ResidualQuantizer::quantize(const torch::Tensor& features) {
   out.quantized = reconstruction.view({b, h, w, d}).permute({0, 3, 1, 2});
   out.indices = indices.view({b, h, w, options_.levels});
   return out;
+}
+
+absl::Status ResidualQuantizer::keep_codes(const torch::Tensor& keep) {
+  PQ_RETURN_IF_ERROR(check_kept_codes(keep, options_.levels, options_.codes));
+  torch::NoGradGuard no_grad;
+  codebooks_.set_data(select_codes(codebooks_, keep));
+  options_.codes = keep.size(1);
+  usage_ = CodebookUsage(options_.levels, options_.codes);
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::quantizers

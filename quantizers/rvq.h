@@ -32,6 +32,7 @@ class ResidualQuantizer : public Quantizer {
   torch::Tensor codebook() const override { return codebooks_[0]; }
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
+  absl::Status keep_codes(const torch::Tensor& keep) override;
   torch::Tensor encode(const torch::Tensor& vectors) const override;
 
  private:

@@ -4,6 +4,8 @@
 #include <fmt/ranges.h>
 
 #include "codebook_init.h"
+#include "kept_codes.h"
+#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -33,6 +35,15 @@ Quantized VectorQuantizer::quantize(const torch::Tensor& features) {
   out.quantized = chosen.view({b, h, w, d}).permute({0, 3, 1, 2});
   out.indices = indices.view({b, h, w});
   return out;
+}
+
+absl::Status VectorQuantizer::keep_codes(const torch::Tensor& keep) {
+  PQ_RETURN_IF_ERROR(check_kept_codes(keep, 1, options_.codes));
+  torch::NoGradGuard no_grad;
+  codebook_.set_data(select_codes(codebook_.unsqueeze(0), keep)[0]);
+  options_.codes = keep.size(1);
+  usage_ = CodebookUsage(1, options_.codes);
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::quantizers

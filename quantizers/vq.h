@@ -29,6 +29,7 @@ class VectorQuantizer : public Quantizer {
   torch::Tensor codebook() const override { return codebook_; }
   int64_t num_codes() const override { return options_.codes; }
   absl::Status initialize(const torch::Tensor& sample) override;
+  absl::Status keep_codes(const torch::Tensor& keep) override;
   torch::Tensor encode(const torch::Tensor& vectors) const override {
     return nearest_code(vectors, codebook_, metric_, options_.search).unsqueeze(1);
   }

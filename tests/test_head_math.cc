@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "heads/presence.h"
+#include "protoquant/model_size.h"
 #include "test_support.h"
 
 namespace protoquant {
@@ -115,6 +117,110 @@ TEST(ProtoQuantHead, GradientReachesPrototypesAndWeights) {
     ASSERT_TRUE(p.grad().defined());
     EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0);
   }
+}
+
+TEST(ProtoQuantHeadEditing, RemovingUnusedPrototypesKeepsLogitsUnlessRenormalised) {
+  torch::manual_seed(4);
+  const auto prototypes = torch::randn({6, 5});
+  const auto features = torch::randn({3, 5, 2, 2});
+  auto weights = torch::rand({2, 6}) + 0.1;
+  weights.select(1, 1).zero_();
+  weights.select(1, 4).zero_();
+  auto head = build_head(prototypes, 2, 0.2);
+  ASSERT_TRUE(head->set_class_weights(weights).ok());
+  head->eval();
+  const auto full = head->forward(features);
+  const auto keep = torch::tensor({0, 2, 3, 5}, torch::kInt64);
+  ASSERT_TRUE(head->keep_prototypes(keep, /*keep_in_softmax=*/true).ok());
+  const auto pruned = head->forward(features);
+  EXPECT_EQ(head->prototypes().size(0), 4);
+  EXPECT_EQ(head->class_weights().size(1), 4);
+  EXPECT_TRUE(torch::allclose(pruned.logits, full.logits, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(pruned.presence, full.presence.index_select(1, keep), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(pruned.similarity, full.similarity.index_select(1, keep), 1e-5, 1e-6));
+
+  // Renormalised: the softmax only sees the kept prototypes (an independent head built on them).
+  auto renormalised = build_head(prototypes, 2, 0.2);
+  ASSERT_TRUE(renormalised->set_class_weights(weights).ok());
+  ASSERT_TRUE(renormalised->keep_prototypes(keep, /*keep_in_softmax=*/false).ok());
+  renormalised->eval();
+  auto reference = build_head(prototypes.index_select(0, keep), 2, 0.2);
+  ASSERT_TRUE(reference->set_class_weights(weights.index_select(1, keep)).ok());
+  reference->eval();
+  EXPECT_TRUE(torch::allclose(renormalised->forward(features).logits, reference->forward(features).logits, 1e-5, 1e-6));
+
+  EXPECT_FALSE(head->set_class_weights(-torch::ones({2, 4})).ok());      // negative
+  EXPECT_FALSE(head->set_class_weights(torch::ones({2, 5})).ok());       // wrong shape
+  EXPECT_FALSE(head->keep_prototypes(torch::tensor({0, 0}, torch::kInt64), true).ok());  // repeated
+  EXPECT_FALSE(head->keep_prototypes(torch::tensor({9}, torch::kInt64), true).ok());     // out of range
+}
+
+TEST(ModelSize, CountsAsDefined) {
+  const auto w = torch::tensor({{0.5, 0.05, 0.0, 0.2}, {0.0, 0.0005, 0.0, 0.3}});
+  const ModelSize size = model_size(w);
+  EXPECT_DOUBLE_EQ(size.local_size, (2.0 + 1.0) / 2.0);    // > 0.1: {0.5, 0.2} and {0.3}
+  EXPECT_EQ(size.global_size, 3);                           // prototype 2 unused, 1 used (0.05)
+  EXPECT_DOUBLE_EQ(size.sparsity, 4.0 / 8.0);               // 0, 0, 0.0005, 0 <= 1e-3
+}
+
+TEST(FusedPresence, ValueAndGradientsMatchAutogradOfTheFormula) {
+  torch::manual_seed(6);
+  const int64_t groups = 2, batch = 3, cells = 5, k = 7, d = 4;
+  const auto zn0 = torch::randn({groups, batch * cells, d}, torch::kFloat64);
+  const auto en0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;
+  const auto upstream = torch::randn({groups, batch, k}, torch::kFloat64);
+  auto run = [&](bool fused) {
+    auto zn = zn0.clone().requires_grad_(true);
+    auto en = en0.clone().requires_grad_(true);
+    torch::Tensor presence;
+    if (fused) {
+      presence = heads::prototype_presence(zn, en, batch);
+    } else {  // the formula, differentiated by autograd
+      presence = torch::softmax(torch::bmm(zn, en.transpose(1, 2)), 2).view({groups, batch, cells, k}).amax(2);
+    }
+    (presence * upstream).sum().backward();
+    return std::make_tuple(presence.detach(), zn.grad(), en.grad());
+  };
+  const auto [p1, gz1, ge1] = run(true);
+  const auto [p2, gz2, ge2] = run(false);
+  EXPECT_TRUE(torch::allclose(p1, p2, 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(ge1, ge2, 1e-10, 1e-12)) << ge1 - ge2;
+  EXPECT_TRUE(torch::allclose(gz1, gz2, 1e-10, 1e-12)) << gz1 - gz2;
+}
+
+TEST(ProtoQuantHead, Bf16ModeStaysCloseToFp32) {
+  torch::manual_seed(8);
+  const auto prototypes = torch::randn({16, 8});
+  const auto features = torch::randn({4, 8, 3, 3});
+  auto fp32 = build_head(prototypes, 3, 0.1);
+  Registry& registry = testing::builtin_registry();
+  Params params = Params::defaults(registry.heads.find("protoquant")->schema);
+  params.set("dtype", std::string("bf16"));
+  BuildContext context;
+  context.num_classes = 3;
+  context.prototypes = prototypes;
+  auto bf16 = *registry.heads.build("protoquant", params, context);
+  ASSERT_TRUE(bf16->set_class_weights(fp32->class_weights().detach()).ok());
+  for (bool training : {true, false}) {
+    fp32->train(training);
+    bf16->train(training);
+    const auto a = fp32->forward(features), b = bf16->forward(features);
+    EXPECT_EQ(b.logits.scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(torch::allclose(a.presence, b.presence, 0.05, 0.02)) << (a.presence - b.presence).abs().max();
+  }
+}
+
+TEST(ProtoQuantHead, TrainingAndEvaluationComputeTheSameLogits) {
+  torch::manual_seed(9);
+  const auto prototypes = torch::randn({12, 6});
+  const auto features = torch::randn({5, 6, 4, 3});
+  auto head = build_head(prototypes, 4, 0.1);
+  head->train();
+  const auto trained = head->forward(features);
+  head->eval();
+  const auto evaluated = head->forward(features);
+  EXPECT_TRUE(torch::allclose(trained.logits, evaluated.logits, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(trained.presence, evaluated.presence, 1e-5, 1e-6));
 }
 
 }  // namespace

@@ -54,6 +54,36 @@ TEST_P(QuantizerConformance, ShapesAndPrototypeLayout) {
   EXPECT_EQ(prototypes.size(1) * q->subspaces(), kDim);
 }
 
+TEST_P(QuantizerConformance, KeepCodesSelectsRowsAndShrinksK) {
+  torch::manual_seed(1);
+  const auto features = sample_features();
+  auto q = ready(GetParam(), 8, features);
+  const int64_t books = q->usage().codebooks;  // keep_codes takes one row per codebook (RVQ: level)
+  const int64_t groups = q->subspaces();        // the prototypes: sub-spaces x K (RVQ: level 0)
+  const auto before = q->codebook().detach().clone().view({groups, 8, -1});
+  // A different selection per codebook, not in ascending order.
+  std::vector<torch::Tensor> rows;
+  for (int64_t m = 0; m < books; ++m) {
+    const int64_t a = (m + 5) % 8, c = (m + 6) % 8 == 2 ? 7 : (m + 6) % 8;
+    rows.push_back(torch::tensor(std::vector<int64_t>{a, 2, c}));
+  }
+  const auto keep = torch::stack(rows);
+  ASSERT_TRUE(q->keep_codes(keep).ok());
+  EXPECT_EQ(q->num_codes(), 3);
+  const auto after = q->codebook().view({groups, 3, -1});
+  for (int64_t m = 0; m < groups; ++m) {
+    for (int64_t j = 0; j < 3; ++j) EXPECT_TRUE(torch::equal(after[m][j], before[m][keep[m][j].item<int64_t>()]));
+  }
+  q->reset_usage();
+  const Quantized out = q->quantize(features);
+  EXPECT_TRUE(out.indices.lt(3).all().item<bool>());
+  EXPECT_EQ(static_cast<int64_t>(q->usage().counts.size()), books * 3);
+
+  EXPECT_FALSE(q->keep_codes(torch::tensor(std::vector<int64_t>{0, 0}).view({1, 2}).repeat({books, 1})).ok());  // repeated
+  EXPECT_FALSE(q->keep_codes(torch::tensor(std::vector<int64_t>{0, 3}).view({1, 2}).repeat({books, 1})).ok());  // out of range
+  EXPECT_FALSE(q->keep_codes(torch::tensor(std::vector<int64_t>{0, 1})).ok());                         // not 2-D
+}
+
 TEST_P(QuantizerConformance, DeterministicUnderASeed) {
   auto run = [&] {
     torch::manual_seed(3);

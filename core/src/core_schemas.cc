@@ -15,13 +15,15 @@ const ParamSchema& experiment_schema() {
     s.add(ParamSpec::String("output", "runs", "folder under which each run gets its own folder"));
     s.add(ParamSpec::String("train_split", "train", "split the stages train on"));
     s.add(ParamSpec::String("eval_split", "test", "split the metrics are measured on"));
+    s.add(ParamSpec::String("validation_split", "",
+                            "split that keep_best and pruning measure on; empty = eval_split (as the paper's code)"));
     return s;
   }();
   return schema;
 }
 
 const std::vector<std::string>& stage_names() {
-  static const std::vector<std::string> names = {"blackbox", "codebook", "head"};
+  static const std::vector<std::string> names = {"blackbox", "codebook", "prune", "head"};
   return names;
 }
 
@@ -39,6 +41,11 @@ ParamSchema trainer_schema() {
   s.add(ParamSpec::String("schedule", "cosine", "learning-rate schedule after warm-up").one_of({"cosine", "constant"}));
   s.add(ParamSpec::Float("warmup_epochs", 0.1, "linear warm-up length, in epochs (fractions allowed)").range(0.0, 1000.0));
   s.add(ParamSpec::Float("label_smoothing", 0.0, "label smoothing of the cross-entropy").range(0.0, 0.999));
+  s.add(ParamSpec::Float("mixup", 0.0, "Mixup Beta(alpha, alpha); 0 = off (the paper: 0.8 on ImageNet)").range(0.0, 100.0));
+  s.add(ParamSpec::Float("cutmix", 0.0, "CutMix Beta(alpha, alpha); 0 = off (the paper: 1.0 on ImageNet)").range(0.0, 100.0));
+  s.add(ParamSpec::Float("mix_probability", 1.0, "chance that a batch is mixed when mixup or cutmix is on").range(0.0, 1.0));
+  s.add(ParamSpec::Float("mix_switch", 0.5, "with both on: chance of CutMix rather than Mixup").range(0.0, 1.0));
+  s.add(ParamSpec::Bool("keep_best", false, "validate after every epoch and keep the best epoch's state"));
   return s;
 }
 
@@ -55,6 +62,10 @@ const ParamSchema& stage_schema(const std::string& stage) {
     m["codebook"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
     m["codebook"].add(ParamSpec::Float("task_weight", 1.0, "w_task: weight of CE(g(Zq), y)").range(0.0, 1e6));
     m["codebook"].add(ParamSpec::Float("codebook_weight", 1.0, "w_cb: weight of the quantizer's codebook loss").range(0.0, 1e6));
+    m["codebook"] = m["codebook"].with_default("keep_best", true);
+    m["prune"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1).with_default("epochs", 1);
+    m["prune"].add(ParamSpec::Int("target", 0, "codes per codebook after pruning; 0 = no pruning").min(0));
+    m["prune"].add(ParamSpec::Int("steps", 8, "pruning steps from K down to target").range(1, 10000));
     m["head"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
     return m;
   }();

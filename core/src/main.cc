@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/edit.h"
 #include "protoquant/manifest.h"
 #include "protoquant/plugin_loader.h"
 #include "protoquant/process.h"
@@ -98,6 +99,25 @@ int main(int argc, char** argv) {
   run_cmd->add_option("manifest", manifest, "experiment manifest (TOML)")->required();
   run_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
   run_cmd->add_option("--out", out_dir, "run folder (default: <experiment.output>/<name>-<time>)");
+  bool resume = false;
+  run_cmd->add_flag("--resume", resume, "continue the run in --out: finished stages load, an interrupted one "
+                                        "continues from its last epoch");
+
+  pq::EditOptions edit;
+  std::string edit_dir;
+  std::vector<std::string> zero_weights;
+  int64_t limit_k = 0;
+  auto* edit_cmd = app.add_subcommand("edit", "edit a finished run's head; writes <run>/edits/<name>/");
+  edit_cmd->add_option("run_dir", edit_dir, "run folder")->required();
+  edit_cmd->add_option("--limit-k", limit_k, "keep the k highest-weighted prototypes per class")->check(CLI::PositiveNumber);
+  edit_cmd->add_flag("--prune-inactive", edit.prune_inactive, "delete prototypes that no class uses");
+  edit_cmd->add_option("--threshold", edit.threshold, "a class uses a prototype when its weight is above this")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  edit_cmd->add_flag("--renormalize", edit.renormalize,
+                     "with --prune-inactive: drop pruned prototypes from the softmax too (cheaper, predictions may change)");
+  edit_cmd->add_option("--disable-prototype", edit.disable_prototypes, "zero prototype P for every class (repeatable)");
+  edit_cmd->add_option("--zero-weight", zero_weights, "zero the weight of prototype P for CLASS: CLASS:P (repeatable)");
+  edit_cmd->add_option("--name", edit.name, "edit folder name (default: derived from the edits)");
 
   auto* bench_cmd = app.add_subcommand("bench", "micro-benchmarks (see bench/ for the reference scripts)");
   bench_cmd->require_subcommand(1);
@@ -118,6 +138,19 @@ int main(int argc, char** argv) {
   bench_quantizer_cmd->add_option("--data", qb.data_dir, "folder with vectors.f32 and codebook.f32");
   bench_quantizer_cmd->add_option("--codes-out", qb.codes_out, "write the codes (int64, raw) here");
 
+  pq::HeadBenchOptions hb;
+  hb.reference = std::string(PROTOQUANT_SOURCE_DIR) + "/bench/head_step_reference.py";
+  auto* bench_head_cmd = bench_cmd->add_subcommand("head", "stage-3 training steps per second, beside eager PyTorch");
+  bench_head_cmd->add_option("--batch", hb.batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_head_cmd->add_option("--dim", hb.dim, "feature channels D")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_head_cmd->add_option("--grid", hb.grid, "feature map side")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_head_cmd->add_option("--prototypes", hb.prototypes, "prototypes P")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_head_cmd->add_option("--classes", hb.classes, "classes C")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_head_cmd->add_option("--dtype", hb.dtype, "head compute dtype")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  bench_head_cmd->add_option("--steps", hb.steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_head_cmd->add_option("--threads", hb.threads, "CPU threads (0 = all)")->capture_default_str();
+  bench_head_cmd->add_option("--reference", hb.reference, "eager-PyTorch script run beside it ('' = none)")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   pq::tune_allocator();
 
@@ -128,7 +161,31 @@ int main(int argc, char** argv) {
   }
 
   if (*plugins_cmd) return list_plugins(registry);
+  if (*edit_cmd) {
+    if (limit_k > 0) edit.limit_k = limit_k;
+    for (const auto& text : zero_weights) {
+      auto pair = pq::parse_class_prototype(text);
+      if (!pair.ok()) return fail(pair.status());
+      edit.zero_weights.push_back(*pair);
+    }
+    auto record = pq::edit_run(edit_dir, edit, registry);
+    if (!record.ok()) return fail(record.status());
+    const auto& before = (*record)["before"];
+    const auto& after = (*record)["after"];
+    fmt::print("{:<10} {:>9} {:>11} {:>12} {:>11}\n", "", "accuracy", "local size", "global size", "prototypes");
+    for (const auto* row : {&before, &after}) {
+      fmt::print("{:<10} {:>9.4f} {:>11.2f} {:>12} {:>11}\n", row == &before ? "before" : "after",
+                 (*row)["accuracy"].get<double>(), (*row)["local_size"].get<double>(),
+                 (*row)["global_size"].get<int64_t>(), (*row)["prototypes"].get<int64_t>());
+    }
+    fmt::print("edited model: {}\n", (*record)["folder"].get<std::string>());
+    return 0;
+  }
   if (*describe_cmd) return describe(registry, describe_name);
+  if (*bench_head_cmd) {
+    if (auto status = pq::bench_head(registry, hb); !status.ok()) return fail(status);
+    return 0;
+  }
   if (*bench_quantizer_cmd) {
     if (auto status = pq::bench_quantizer(registry, qb); !status.ok()) return fail(status);
     return 0;
@@ -141,7 +198,7 @@ int main(int argc, char** argv) {
                spec->backbone.type, "quantizer", spec->quantizer.type, "head", spec->head.type);
     return 0;
   }
-  auto results = pq::run_experiment(*spec, registry, {out_dir});
+  auto results = pq::run_experiment(*spec, registry, {out_dir, resume});
   if (!results.ok()) return fail(results.status());
   const auto& metrics = (*results)["metrics"];
   fmt::print("accuracy {:.4f} (black box {:.4f}) in {:.1f} s; results: {}/results.json\n",

@@ -330,4 +330,42 @@ absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const s
   return spec;
 }
 
+namespace {
+
+toml::array toml_array(const nlohmann::json& list);
+
+toml::table toml_table(const nlohmann::json& object) {
+  toml::table table;
+  for (const auto& [key, value] : object.items()) {
+    if (value.is_object()) table.insert(key, toml_table(value));
+    else if (value.is_array()) table.insert(key, toml_array(value));
+    else if (value.is_boolean()) table.insert(key, value.get<bool>());
+    else if (value.is_number_integer()) table.insert(key, value.get<int64_t>());
+    else if (value.is_number()) table.insert(key, value.get<double>());
+    else if (value.is_string()) table.insert(key, value.get<std::string>());
+  }
+  return table;
+}
+
+toml::array toml_array(const nlohmann::json& list) {
+  toml::array array;
+  for (const auto& value : list) {
+    if (value.is_object()) array.push_back(toml_table(value));
+    else if (value.is_boolean()) array.push_back(value.get<bool>());
+    else if (value.is_number_integer()) array.push_back(value.get<int64_t>());
+    else if (value.is_number()) array.push_back(value.get<double>());
+    else if (value.is_string()) array.push_back(value.get<std::string>());
+  }
+  return array;
+}
+
+}  // namespace
+
+std::string resolved_manifest_toml(const nlohmann::json& resolved) {
+  std::ostringstream out;
+  out << "# The resolved manifest of this run: every default filled in, every path absolute.\n"
+      << toml_table(resolved) << "\n";
+  return out.str();
+}
+
 }  // namespace protoquant

@@ -1,11 +1,14 @@
 #include "protoquant/trainer.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "protoquant/batch_mixing.h"
+#include "protoquant/checkpoint.h"
 #include "protoquant/progress.h"
 #include "protoquant/status.h"
 
@@ -23,6 +26,11 @@ TrainSettings TrainSettings::from(const Params& p) {
   s.schedule = p.get_string("schedule");
   s.warmup_epochs = p.get_float("warmup_epochs");
   s.label_smoothing = p.get_float("label_smoothing");
+  s.mixup = p.get_float("mixup");
+  s.cutmix = p.get_float("cutmix");
+  s.mix_probability = p.get_float("mix_probability");
+  s.mix_switch = p.get_float("mix_switch");
+  s.keep_best = p.get_bool("keep_best");
   return s;
 }
 
@@ -49,7 +57,21 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
       logits, targets, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(label_smoothing));
 }
 
+torch::Tensor cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing) {
+  if (!batch.targets.defined()) return cross_entropy(logits, batch.labels, label_smoothing);
+  // Soft targets, smoothed the same way as hard ones: t (1 - eps) + eps / C.
+  const auto targets = batch.targets * (1.0 - label_smoothing) + label_smoothing / static_cast<double>(logits.size(1));
+  return -(targets * torch::log_softmax(logits, 1)).sum(1).mean();
+}
+
 namespace {
+
+// Fault injection for the resume tests: PROTOQUANT_ABORT_AFTER=<label>:<epoch> stops training
+// with an error right after that (1-based) epoch's checkpoint is written, as a crash would.
+bool abort_requested(const std::string& label, int64_t epochs_done) {
+  const char* value = std::getenv("PROTOQUANT_ABORT_AFTER");
+  return value != nullptr && std::string(value) == fmt::format("{}:{}", label, epochs_done);
+}
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainSettings& s, std::vector<torch::Tensor> params) {
   if (s.optimizer == "adamw") {
@@ -73,18 +95,39 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
     TrainSummary summary;
     const int64_t n = data.size();
     if (settings.epochs == 0 || n == 0) return summary;
+    if (settings.keep_best && !options.validate) {
+      return absl::InvalidArgumentError(fmt::format("{}: keep_best needs a validation split", options.label));
+    }
+    const bool mixing = mixing_enabled(settings);
+    if (mixing && options.num_classes < 1) {
+      return absl::InvalidArgumentError(fmt::format("{}: Mixup/CutMix need the number of classes", options.label));
+    }
     // Without trainable parameters (an EMA codebook) the passes still run: the component learns
     // in its forward pass.
     const bool learns = !parameters.empty();
+    // Gradients left from an earlier stage may have another shape (a pruned codebook).
+    for (auto& p : parameters) p.mutable_grad() = torch::Tensor();
     auto optimizer = learns ? make_optimizer(settings, std::move(parameters)) : nullptr;
     const int64_t steps_per_epoch = (n + settings.batch_size - 1) / settings.batch_size;
     const int64_t total_steps = steps_per_epoch * settings.epochs;
     const auto start = std::chrono::steady_clock::now();
-    int64_t step = 0;
-    for (int64_t epoch = 0; epoch < settings.epochs; ++epoch) {
-      // A fresh generator per epoch: the order depends only on (seed, epoch), so a resumed run
-      // sees the same batches as an uninterrupted one.
-      auto generator = at::detail::createCPUGenerator(options.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+
+    TrainingProgress progress_state;
+    const bool checkpointing = !options.checkpoint.empty();
+    if (checkpointing && options.resume && std::filesystem::exists(options.checkpoint)) {
+      PQ_RETURN_IF_ERROR(load_checkpoint(options.checkpoint, progress_state, options.modules, optimizer.get()));
+      summary.resumed_epochs = progress_state.epochs_done;
+      fmt::print(stderr, "[{}] resumed after epoch {} from {}\n", options.label, progress_state.epochs_done,
+                 options.checkpoint.string());
+    }
+    int64_t step = progress_state.step;
+    for (int64_t epoch = progress_state.epochs_done; epoch < settings.epochs; ++epoch) {
+      // Fresh generators per epoch: order, mixing and any stochastic layer depend only on
+      // (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+      const uint64_t epoch_seed = options.seed * 1000003ULL + static_cast<uint64_t>(epoch);
+      auto generator = at::detail::createCPUGenerator(epoch_seed);
+      auto mix_generator = at::detail::createCPUGenerator(epoch_seed ^ 0x9E3779B97F4A7C15ULL);
+      torch::manual_seed(epoch_seed);
       const auto order = torch::randperm(n, generator, torch::kInt64);
       Progress progress(fmt::format("{} epoch {}/{}", options.label, epoch + 1, settings.epochs), steps_per_epoch,
                         "samples");
@@ -94,6 +137,7 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         PQ_ASSIGN_OR_RETURN(Batch batch, data.get(indices));
         batch.images = batch.images.to(options.device, /*non_blocking=*/true);
         batch.labels = batch.labels.to(options.device, /*non_blocking=*/true);
+        if (mixing) mix_batch(batch, options.num_classes, settings, mix_generator);
         const double lr = settings.lr * lr_factor(settings, step, total_steps, steps_per_epoch);
         torch::Tensor loss;
         if (learns) {
@@ -118,11 +162,40 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
           progress.step(indices.size(0));
         }
       }
-      summary.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(steps_per_epoch);
-      progress.finish(fmt::format("loss {:.4f}", summary.last_epoch_loss));
+      progress_state.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(steps_per_epoch);
+      std::string note = fmt::format("loss {:.4f}", progress_state.last_epoch_loss);
+      if (settings.keep_best) {
+        PQ_ASSIGN_OR_RETURN(const double score, options.validate());
+        progress_state.validation.push_back(score);
+        note += fmt::format(" validation {:.4f}", score);
+        if (progress_state.best_epoch < 0 || score > progress_state.best_score) {
+          progress_state.best_epoch = epoch;
+          progress_state.best_score = score;
+          progress_state.best_state.clear();
+          for (const auto& module : options.modules) progress_state.best_state.push_back(snapshot_state(*module));
+        }
+      }
+      progress.finish(note);
+      progress_state.epochs_done = epoch + 1;
+      progress_state.step = step;
+      if (checkpointing) {
+        PQ_RETURN_IF_ERROR(save_checkpoint(options.checkpoint, progress_state, options.modules, optimizer.get()));
+      }
+      if (abort_requested(options.label, epoch + 1)) {
+        return absl::AbortedError(fmt::format("stopped after epoch {} (PROTOQUANT_ABORT_AFTER)", epoch + 1));
+      }
       if (options.on_epoch_end) PQ_RETURN_IF_ERROR(options.on_epoch_end(epoch));
     }
+    if (settings.keep_best && progress_state.best_epoch >= 0) {
+      for (size_t i = 0; i < options.modules.size(); ++i) restore_state(*options.modules[i], progress_state.best_state[i]);
+      fmt::print(stderr, "[{}] kept epoch {} (validation {:.4f})\n", options.label, progress_state.best_epoch + 1,
+                 progress_state.best_score);
+    }
     summary.steps = step;
+    summary.last_epoch_loss = progress_state.last_epoch_loss;
+    summary.validation = progress_state.validation;
+    summary.best_epoch = progress_state.best_epoch;
+    summary.best_score = progress_state.best_score;
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return summary;
   });

@@ -25,6 +25,24 @@ struct QuantizerBenchOptions {
   std::string codes_out;         // write the N x codebooks int64 codes here (raw)
 };
 
+struct HeadBenchOptions {
+  std::string head = "protoquant";  // a registered head
+  int64_t batch = 64;
+  int64_t dim = 768;
+  int64_t grid = 7;
+  int64_t prototypes = 2048;
+  int64_t classes = 200;
+  std::string dtype = "fp32";  // the head's compute dtype: fp32 or bf16
+  int64_t steps = 10;
+  int64_t warmup = 3;
+  int64_t threads = 0;
+  std::string reference;       // the eager-PyTorch script to run beside it; empty: none
+};
+
+// Times full stage-3 training steps (forward, loss, backward, Adam) and prints steps_per_s,
+// then runs the reference script with the same sizes and prints its rate and the ratio.
+absl::Status bench_head(Registry& registry, const HeadBenchOptions& options);
+
 // Times Quantizer::encode over all vectors (best of `repeat`) and prints assignments_per_s.
 absl::Status bench_quantizer(Registry& registry, const QuantizerBenchOptions& options);
 

@@ -26,6 +26,7 @@ struct DatasetInfo {
 struct Batch {
   torch::Tensor images;  // B x C x H x W float, normalised
   torch::Tensor labels;  // B int64
+  torch::Tensor targets;  // B x C soft targets (set by Mixup/CutMix in training); may be undefined
 };
 
 class Dataset {

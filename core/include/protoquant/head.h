@@ -2,6 +2,7 @@
 // (METHOD.md, stage 3): similarity maps, presence scores and a non-negative class layer.
 #pragma once
 
+#include <absl/status/status.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
@@ -22,6 +23,18 @@ class Head : public torch::nn::Module {
   virtual torch::Tensor class_weights() const = 0;
   // The prototype vectors, P x D.
   virtual torch::Tensor prototypes() const = 0;
+
+  // Stage 4, editing. Replace the class weights by `weights` (C x P, non-negative).
+  virtual absl::Status set_class_weights(const torch::Tensor& /*weights*/) {
+    return absl::UnimplementedError("this head does not support editing its class weights");
+  }
+  // Physically keep only the prototypes `keep` (1-D int64 indices, in order), in the prototype
+  // vectors and the class weights alike. With `keep_in_softmax`, the removed prototypes still
+  // compete in the softmax over prototypes, so predictions stay exactly the same; without it they
+  // are gone entirely (cheaper inference; the softmax renormalises, so predictions may move).
+  virtual absl::Status keep_prototypes(const torch::Tensor& /*keep*/, bool /*keep_in_softmax*/) {
+    return absl::UnimplementedError("this head does not support removing prototypes");
+  }
 };
 
 }  // namespace protoquant

@@ -10,6 +10,8 @@
 
 #include <absl/status/statusor.h>
 
+#include <nlohmann/json.hpp>
+
 #include "protoquant/experiment_spec.h"
 #include "protoquant/registry.h"
 
@@ -19,5 +21,9 @@ namespace protoquant {
 // On failure the status message holds one error per line.
 absl::StatusOr<ExperimentSpec> load_experiment(const std::filesystem::path& manifest,
                                                const std::vector<std::string>& overrides, Registry& registry);
+
+// The resolved manifest (ExperimentSpec::resolved) as TOML text: every default written out and
+// every path absolute, so a run folder's copy reproduces the run wherever it is started from.
+std::string resolved_manifest_toml(const nlohmann::json& resolved);
 
 }  // namespace protoquant

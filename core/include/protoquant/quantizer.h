@@ -33,6 +33,12 @@ class Quantizer : public torch::nn::Module {
   // Data-dependent initialisation (k-means, ...) from N x D real feature vectors; a no-op for
   // data-free inits.
   virtual absl::Status initialize(const torch::Tensor& /*sample*/) { return absl::OkStatus(); }
+  // Stage 2 (pruning): keep only the codes in `keep` (codebooks x K' int64, each row distinct
+  // indices into that codebook, in the order they are to take); K becomes K' and the usage
+  // statistics restart. Quantizers that cannot shrink say so.
+  virtual absl::Status keep_codes(const torch::Tensor& /*keep*/) {
+    return absl::UnimplementedError("this quantizer does not support pruning its codebook");
+  }
 
   void reset_usage() { usage_.reset(); }
   UsageStats usage() const { return usage_.stats(); }

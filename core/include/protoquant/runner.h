@@ -1,6 +1,5 @@
-// Runs a validated experiment through its stages:
-//   blackbox (stage 0) -> features -> codebook (stage 1) -> head (stage 3) -> evaluate
-// and writes results.json (atomically, last) into the run folder.
+// Runs a validated experiment through its stages (see experiment_run.h for the stages and the
+// run folder) and writes results.json (atomically, last) into the run folder.
 #pragma once
 
 #include <filesystem>
@@ -15,6 +14,7 @@ namespace protoquant {
 
 struct RunOptions {
   std::filesystem::path out_dir;  // empty: <experiment.output>/<name>-<timestamp>
+  bool resume = false;            // continue the run in out_dir (finished stages are loaded)
 };
 
 // The results (also written to <run>/results.json).

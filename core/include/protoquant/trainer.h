@@ -1,17 +1,20 @@
 // The training machinery every stage shares: optimiser (Adam, AdamW, SGD), linear warm-up +
-// cosine schedule, label-smoothed cross-entropy, seeded shuffling and progress reporting.
-// A stage supplies its trainable parameters, a BatchSource and a loss function; the trainer owns
-// the loop. Device-agnostic: batches move to the stage's device, so the same loop runs on CUDA
+// cosine schedule, label-smoothed cross-entropy, batch-level Mixup/CutMix, seeded shuffling,
+// per-epoch validation with best-epoch selection, atomic per-epoch checkpoints and resume, and
+// progress reporting. A stage supplies its trainable parameters, a BatchSource and a loss
+// function; the trainer owns the loop. Device-agnostic: batches move to the stage's device, so the same loop runs on CUDA
 // and can later be wrapped for data-parallel training (c10d) without touching the stages.
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <absl/status/statusor.h>
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include "protoquant/dataset.h"
@@ -30,6 +33,11 @@ struct TrainSettings {
   std::string schedule = "cosine";
   double warmup_epochs = 0.0;
   double label_smoothing = 0.0;
+  double mixup = 0.0;            // Beta(alpha, alpha) of Mixup; 0 = off
+  double cutmix = 0.0;           // Beta(alpha, alpha) of CutMix; 0 = off
+  double mix_probability = 1.0;  // chance that a batch is mixed at all
+  double mix_switch = 0.5;       // with both on: chance of CutMix rather than Mixup
+  bool keep_best = false;        // validate after every epoch, keep the best epoch's state
 
   static TrainSettings from(const Params& params);  // a stage table of the manifest
 };
@@ -72,19 +80,34 @@ double lr_factor(const TrainSettings& settings, int64_t step, int64_t total_step
 
 // Cross-entropy averaged over the batch, with label smoothing.
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, double label_smoothing);
+// The same against a batch: its soft targets when Mixup/CutMix made some, else its labels.
+torch::Tensor cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing);
 
 struct TrainOptions {
   std::string label;  // shown in progress and errors, e.g. "codebook"
   uint64_t seed = 0;
   torch::Device device = torch::kCPU;
-  // Called after each epoch (validation, checkpoints); an error stops training.
+  // Called after each epoch; an error stops training.
   std::function<absl::Status(int64_t epoch)> on_epoch_end;
+  // The modules whose whole state (parameters and buffers, e.g. EMA statistics) is what this
+  // training changes: saved in checkpoints, snapshotted for keep_best.
+  std::vector<std::shared_ptr<torch::nn::Module>> modules;
+  // Written atomically after every epoch (modules, optimiser, epoch, best state); empty = none.
+  std::filesystem::path checkpoint;
+  bool resume = false;  // continue from `checkpoint` when it exists
+  // Validation score after every epoch (higher is better), when settings.keep_best is set.
+  std::function<absl::StatusOr<double>()> validate;
+  int64_t num_classes = 0;  // the width of Mixup/CutMix soft targets
 };
 
 struct TrainSummary {
   int64_t steps = 0;
   double last_epoch_loss = 0.0;  // mean loss of the final epoch
   double seconds = 0.0;
+  std::vector<double> validation;  // per epoch, when validated
+  int64_t best_epoch = -1;         // 0-based; -1 when not validated
+  double best_score = 0.0;
+  int64_t resumed_epochs = 0;      // epochs taken from a checkpoint instead of trained
 };
 
 // Minimises loss_fn over `data` for settings.epochs epochs. loss_fn receives a batch already on

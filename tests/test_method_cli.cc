@@ -1,0 +1,187 @@
+// The method's stages through the CLI, as a user runs them on a slice of Fashion-MNIST: codebook
+// pruning (stage 2), resume after a crash, editing (stage 4) and the Python export.
+#include <cstdlib>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "protoquant/model_export.h"
+#include "protoquant/registry.h"
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kMethodManifest = std::string(PQ_SOURCE_DIR) + "/experiments/quickstart.toml";
+
+std::string slice_run(const fs::path& out, const std::string& extra = "") {
+  return "run " + kMethodManifest + " --out " + out.string() +
+         " --set dataset.limit=1000 --set backbone.width=8 --set quantizer.codes=32"
+         " --set stages.blackbox.epochs=2 --set stages.codebook.epochs=2 --set stages.head.epochs=2"
+         " --set experiment.threads=2 " + extra;
+}
+
+nlohmann::json results_of(const fs::path& run) {
+  return nlohmann::json::parse(testing::read_text(run / "results.json"));
+}
+
+torch::Tensor exported(const fs::path& file, const std::string& key) {
+  std::ifstream in(file, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), {});
+  return torch::pickle_load(bytes).toGenericDict().at(key).toTensor();
+}
+
+class MethodCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_FALSE(testing::fashion_mnist_root().empty()) << "install dataset-fashion-mnist (tools/install-deps.sh)";
+    dir_ = new testing::TempDir;
+    const auto result = testing::run_cli(slice_run(reference()));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static fs::path reference() { return *dir_ / "reference"; }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* MethodCli::dir_ = nullptr;
+
+TEST_F(MethodCli, AnInterruptedRunResumesToTheSameResult) {
+  const fs::path run = *dir_ / "interrupted";
+  setenv("PROTOQUANT_ABORT_AFTER", "head:1", 1);
+  const auto crashed = testing::run_cli(slice_run(run));
+  unsetenv("PROTOQUANT_ABORT_AFTER");
+  EXPECT_EQ(crashed.exit_code, 1);
+  EXPECT_FALSE(fs::exists(run / "results.json"));
+  EXPECT_TRUE(fs::exists(run / "checkpoints" / "head.pt"));
+
+  // Resuming with a different manifest is refused; with the same one it finishes.
+  const auto changed = testing::run_cli(slice_run(run, "--resume --set stages.head.lr=0.1"));
+  EXPECT_EQ(changed.exit_code, 1);
+  EXPECT_NE(changed.output.find("the manifest differs"), std::string::npos) << changed.output;
+  const auto resumed = testing::run_cli(slice_run(run, "--resume"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("[codebook] finished in an earlier session"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("[head] resumed after epoch 1"), std::string::npos) << resumed.output;
+
+  const auto a = results_of(reference()), b = results_of(run);
+  EXPECT_EQ(a["metrics"]["accuracy"], b["metrics"]["accuracy"]);
+  EXPECT_EQ(a["metrics"]["blackbox_accuracy"], b["metrics"]["blackbox_accuracy"]);
+  EXPECT_EQ(a["stages"]["head"]["loss"], b["stages"]["head"]["loss"]);
+  EXPECT_TRUE(torch::equal(exported(reference() / "model" / "protoquant.pt", "head.weight"),
+                           exported(run / "model" / "protoquant.pt", "head.weight")));
+
+  const auto nothing = testing::run_cli(slice_run(*dir_ / "never-ran", "--resume"));
+  EXPECT_EQ(nothing.exit_code, 1);
+  EXPECT_NE(nothing.output.find("nothing to resume"), std::string::npos) << nothing.output;
+}
+
+TEST_F(MethodCli, CodebookStageKeepsItsBestValidatedEpoch) {
+  const auto results = results_of(reference());
+  const auto& validation = results["stages"]["codebook"]["validation"];
+  ASSERT_EQ(validation.size(), 2u);
+  const int64_t best = results["stages"]["codebook"]["best_epoch"].get<int64_t>();
+  const double best_score = validation[best - 1].get<double>();
+  for (const auto& score : validation) EXPECT_LE(score.get<double>(), best_score);
+  // The kept codebook is the one that scored best: measured again after the stage, the same.
+  EXPECT_DOUBLE_EQ(results["metrics"]["quantized_blackbox_accuracy"].get<double>(), best_score);
+}
+
+TEST_F(MethodCli, PruningShrinksTheCodebookToTheTargetInSteps) {
+  const fs::path run = *dir_ / "pruned";
+  const auto result = testing::run_cli(slice_run(run, "--set stages.prune.target=20 --set stages.prune.steps=3"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto results = results_of(run);
+  const auto& steps = results["stages"]["prune"]["steps"];
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0]["codes"], 28);  // 32 - 12 * 1/3
+  EXPECT_EQ(steps[1]["codes"], 24);
+  EXPECT_EQ(steps[2]["codes"], 20);
+  EXPECT_EQ(results["metrics"]["codebook"]["codes_per_codebook"], 20);
+  EXPECT_EQ(exported(run / "model" / "protoquant.pt", "head.prototypes").size(0), 20);
+  EXPECT_EQ(exported(run / "model" / "protoquant.pt", "head.class_weights").size(1), 20);
+  // The pruned codes are a subset of the stage-1 codebook's rows (before re-training moved them,
+  // the pruned quantizer must have started from them): every usage count refers to 20 codes.
+  EXPECT_EQ(results["codebook_counts"].size(), 20u);
+}
+
+TEST_F(MethodCli, LimitKKeepsExactlyKPerClassAndPruneInactiveKeepsPredictions) {
+  const auto limited = testing::run_cli("edit " + reference().string() + " --limit-k 3 --name k3");
+  ASSERT_EQ(limited.exit_code, 0) << limited.output;
+  const auto w = exported(reference() / "edits" / "k3" / "protoquant.pt", "head.class_weights");
+  const auto original = exported(reference() / "model" / "protoquant.pt", "head.class_weights");
+  EXPECT_TRUE(torch::equal(w.gt(0).sum(1), torch::full({w.size(0)}, 3, torch::kInt64))) << w.gt(0).sum(1);
+  // The survivors are each class's three largest original weights, unchanged.
+  const auto top = std::get<0>(original.topk(3, 1));
+  EXPECT_TRUE(torch::allclose(std::get<0>(w.topk(3, 1)), top));
+  const auto record = nlohmann::json::parse(testing::read_text(reference() / "edits" / "k3" / "edit.json"));
+  EXPECT_DOUBLE_EQ(record["after"]["local_size"].get<double>(), 3.0);
+
+  // Removing the prototypes no class uses after limit-k: fewer prototypes, same predictions.
+  const auto pruned = testing::run_cli("edit " + reference().string() + " --limit-k 3 --prune-inactive --name k3p");
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.output;
+  const auto both = nlohmann::json::parse(testing::read_text(reference() / "edits" / "k3p" / "edit.json"));
+  const int64_t used = w.gt(1e-3).any(0).sum().item<int64_t>();
+  EXPECT_EQ(both["after"]["prototypes"], used);
+  EXPECT_LT(used, original.size(1));
+  EXPECT_EQ(both["after"]["accuracy"], record["after"]["accuracy"]);
+  EXPECT_EQ(exported(reference() / "edits" / "k3p" / "protoquant.pt", "head.prototypes").size(0), used);
+  EXPECT_TRUE(fs::exists(reference() / "model" / "head.pt"));  // the original is untouched
+  EXPECT_TRUE(torch::equal(exported(reference() / "model" / "protoquant.pt", "head.class_weights"), original));
+
+  const auto disabled = testing::run_cli("edit " + reference().string() + " --disable-prototype 4 --zero-weight 1:5");
+  ASSERT_EQ(disabled.exit_code, 0) << disabled.output;
+  const auto d = exported(reference() / "edits" / "disable-4_zero-1-5" / "protoquant.pt", "head.class_weights");
+  EXPECT_EQ(d.select(1, 4).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(d[1][5].item<double>(), 0.0);
+  EXPECT_EQ(d[2][5].item<double>(), original[2][5].item<double>());
+
+  const auto bad = testing::run_cli("edit " + reference().string() + " --zero-weight 1-5");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("expected CLASS:PROTOTYPE"), std::string::npos) << bad.output;
+  const auto range = testing::run_cli("edit " + reference().string() + " --disable-prototype 999");
+  EXPECT_EQ(range.exit_code, 1);
+  EXPECT_NE(range.output.find("--disable-prototype 999"), std::string::npos) << range.output;
+  const auto not_run = testing::run_cli("edit " + (*dir_ / "absent").string() + " --limit-k 1");
+  EXPECT_EQ(not_run.exit_code, 1);
+  EXPECT_NE(not_run.output.find("not a run folder"), std::string::npos) << not_run.output;
+}
+
+TEST_F(MethodCli, PythonLoadsTheExportAndReproducesTheHead) {
+  // The exported head of the reference run, evaluated by C++ on random feature maps...
+  const fs::path export_file = reference() / "model" / "protoquant.pt";
+  const auto prototypes = exported(export_file, "head.prototypes");
+  const auto weights = exported(export_file, "head.weight");
+  BuildContext context;
+  context.num_classes = weights.size(0);
+  context.prototypes = prototypes;
+  auto head = testing::builtin_registry().heads.build("protoquant", Params::defaults(
+                  testing::builtin_registry().heads.find("protoquant")->schema), context);
+  ASSERT_TRUE(head.ok()) << head.status();
+  ASSERT_TRUE((*head)->set_class_weights(torch::relu(weights)).ok());
+  (*head)->eval();
+  torch::manual_seed(3);
+  const auto features = torch::randn({3, prototypes.size(1), 4, 4});
+  const auto logits = (*head)->forward(features).logits.detach();
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("features", features);
+  dict.insert("logits", logits);
+  const auto bytes = torch::pickle_save(dict);
+  std::ofstream(*dir_ / "case.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  // ...and by Python from the export file alone, with the README's loading code.
+  const std::string command = "/usr/bin/python3 " + std::string(PQ_SOURCE_DIR) + "/tests/python/check_export.py " +
+                              export_file.string() + " " + (*dir_ / "case.pt").string() + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[512];
+  while (fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
+  EXPECT_EQ(pclose(pipe), 0) << output;
+  EXPECT_NE(output.find("max abs difference"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace protoquant
