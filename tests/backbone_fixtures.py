@@ -6,7 +6,7 @@ the C++ code under test:
   <arch>_reference.pt   {"input", "features", "logits"} of torchvision's model in eval mode
   resnet34_parameters.txt  torchvision's parameter count of resnet34 with 10 classes
   bad_*.pth             resnet18 exports broken in one way each (missing/unexpected key, shape,
-                        an OrderedDict as model.state_dict() returns, the legacy non-zip format)
+                        an OrderedDict as model.state_dict() returns, the legacy non-zip format, a convnext)
   vit_*.pt, cnn_tuple.pt, head.pt  tiny scripted modules; their *_reference.pt hold the expected grid
 """
 import collections
@@ -44,8 +44,13 @@ def parity(out, arch, seed):
     torch.save({"input": x, "features": features.contiguous(), "logits": logits}, os.path.join(out, f"{arch}_reference.pt"))
 
 
+def light(state):
+    """The same names and shapes, stored as one expanded zero each: a few KB instead of 45 MB."""
+    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()}
+
+
 def broken_files(out):
-    state = torch.load(os.path.join(out, "resnet18.pth"))
+    state = light(torch.load(os.path.join(out, "resnet18.pth")))
     missing = dict(state)
     del missing["layer2.1.bn2.running_var"]
     torch.save(missing, os.path.join(out, "bad_missing.pth"))
@@ -53,6 +58,7 @@ def broken_files(out):
     torch.save(dict(state, **{"layer3.0.conv2.weight": torch.zeros(256, 256, 1, 1)}), os.path.join(out, "bad_shape.pth"))
     torch.save(collections.OrderedDict(state), os.path.join(out, "bad_ordereddict.pth"))
     torch.save({"fc.bias": state["fc.bias"]}, os.path.join(out, "bad_legacy.pth"), _use_new_zipfile_serialization=False)
+    torch.save(light(torch.load(os.path.join(out, "convnext_tiny.pth"))), os.path.join(out, "bad_convnext.pth"))
 
 
 class TinyVit(torch.nn.Module):
