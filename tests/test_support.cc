@@ -79,8 +79,10 @@ fs::path backbone_fixtures() {
     const std::string command = fmt::format("/usr/bin/python3 {} {} > {} 2>&1", script.string(), tmp.string(),
                                             (tmp / "log.txt").string());
     if (std::system(command.c_str()) != 0) {
-      throw std::runtime_error(fmt::format("{} failed (python3 with torch and torchvision is required): {}",
-                                           script.string(), read_text(tmp / "log.txt")));
+      const std::string log = read_text(tmp / "log.txt");
+      fs::remove_all(tmp);
+      throw std::runtime_error(
+          fmt::format("{} failed (python3 with torch and torchvision is required): {}", script.string(), log));
     }
     write_text(tmp / "complete", "");
     std::error_code ec;
