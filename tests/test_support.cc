@@ -1,6 +1,7 @@
 #include "test_support.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "protoquant/plugin_loader.h"
@@ -59,6 +61,50 @@ CommandResult run_cli(const std::string& arguments) {
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+fs::path backbone_fixtures() {
+  static const fs::path folder = [] {
+    const fs::path script = fs::path(PQ_SOURCE_DIR) / "tests" / "backbone_fixtures.py";
+    const fs::path exporter = fs::path(PQ_SOURCE_DIR) / "tools" / "export_backbone.py";
+    const size_t key = std::hash<std::string>{}(read_text(script) + read_text(exporter));
+    const fs::path root = PQ_BACKBONE_FIXTURE_DIR;
+    const fs::path dir = root / fmt::format("{:016x}", key);
+    if (fs::exists(dir / "complete")) return dir;
+    // Another test process may be generating the same folder: each writes its own temporary one,
+    // and the first rename wins.
+    const fs::path tmp = root / fmt::format("tmp-{}", getpid());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    const std::string command = fmt::format("/usr/bin/python3 {} {} > {} 2>&1", script.string(), tmp.string(),
+                                            (tmp / "log.txt").string());
+    if (std::system(command.c_str()) != 0) {
+      const std::string log = read_text(tmp / "log.txt");
+      fs::remove_all(tmp);
+      throw std::runtime_error(
+          fmt::format("{} failed (python3 with torch and torchvision is required): {}", script.string(), log));
+    }
+    write_text(tmp / "complete", "");
+    std::error_code ec;
+    for (const auto& old : fs::directory_iterator(root)) {  // earlier versions: ~400 MB each
+      const std::string name = old.path().filename().string();
+      if (old.path() != dir && old.path() != tmp && name.rfind("tmp-", 0) != 0) fs::remove_all(old.path(), ec);
+    }
+    fs::rename(tmp, dir, ec);
+    if (ec) fs::remove_all(tmp, ec);  // lost the race: the other process's folder is complete
+    return dir;
+  }();
+  return folder;
+}
+
+torch::Tensor load_reference(const fs::path& file, const std::string& key) {
+  const std::string bytes = read_text(file);
+  const c10::IValue value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  return value.toGenericDict().at(key).toTensor();
+}
+
+double relative_error(const torch::Tensor& actual, const torch::Tensor& expected) {
+  return ((actual - expected).abs().max() / expected.abs().max()).item<double>();
 }
 
 std::string fashion_mnist_root() {

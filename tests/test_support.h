@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <string>
 
+#include <torch/torch.h>
+
 #include "protoquant/registry.h"
 
 namespace protoquant::testing {
@@ -32,6 +34,18 @@ struct CommandResult {
 };
 // Runs the protoquant CLI with `arguments` (shell-quoted by the caller).
 CommandResult run_cli(const std::string& arguments);
+
+// The reference data of tests/backbone_fixtures.py (torchvision outputs, exported weights,
+// scripted modules). Generated once per build tree by /usr/bin/python3 and reused while the
+// script and tools/export_backbone.py are unchanged. Throws when Python, torch or torchvision
+// is missing: they are declared dependencies (tools/install-deps.sh), so the tests fail.
+std::filesystem::path backbone_fixtures();
+
+// The tensor stored under `key` in a torch.save'd plain dict of tensors.
+torch::Tensor load_reference(const std::filesystem::path& file, const std::string& key);
+
+// max |actual - expected| / max |expected|: the error relative to the reference's scale.
+double relative_error(const torch::Tensor& actual, const torch::Tensor& expected);
 
 // The Fashion-MNIST folder, or empty if the Debian package is not installed.
 std::string fashion_mnist_root();

@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev googletest
   dataset-fashion-mnist                     # the quickstart's real data
   python3-torch                             # the eager-PyTorch reference benchmark
+  python3-torchvision                       # backbone parity tests, tools/export_backbone.py
 )
 
 missing=()
