@@ -150,6 +150,24 @@ TEST_F(MethodCli, LimitKKeepsExactlyKPerClassAndPruneInactiveKeepsPredictions) {
   EXPECT_NE(not_run.output.find("not a run folder"), std::string::npos) << not_run.output;
 }
 
+TEST_F(MethodCli, TwoRunsShareTheFeatureCache) {
+  const std::string shared = " --set stages.blackbox.weights=" + (reference() / "model" / "backbone.pt").string() +
+                             " --set experiment.feature_cache=" + (*dir_ / "cache").string() +
+                             " --set experiment.feature_dtype=bf16";
+  const auto first = testing::run_cli(slice_run(*dir_ / "cached1", shared));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const auto second = testing::run_cli(slice_run(*dir_ / "cached2", shared));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  const auto a = results_of(*dir_ / "cached1"), b = results_of(*dir_ / "cached2");
+  EXPECT_EQ(a["stages"]["features"]["cache"]["train"]["hit"], false);
+  EXPECT_EQ(b["stages"]["features"]["cache"]["train"]["hit"], true);
+  EXPECT_EQ(b["stages"]["features"]["cache"]["test"]["hit"], true);
+  EXPECT_EQ(b["stages"]["features"]["bytes_per_image"], 2 * 32 * 7 * 7);  // bf16, D = 4 * width
+  // Training from the cached features is the same computation as from fresh ones.
+  EXPECT_EQ(a["metrics"]["accuracy"], b["metrics"]["accuracy"]);
+  EXPECT_EQ(a["metrics"]["quantized_blackbox_accuracy"], b["metrics"]["quantized_blackbox_accuracy"]);
+}
+
 TEST_F(MethodCli, PythonLoadsTheExportAndReproducesTheHead) {
   // The exported head of the reference run, evaluated by C++ on random feature maps...
   const fs::path export_file = reference() / "model" / "protoquant.pt";

@@ -15,6 +15,11 @@ const ParamSchema& experiment_schema() {
     s.add(ParamSpec::String("output", "runs", "folder under which each run gets its own folder"));
     s.add(ParamSpec::String("train_split", "train", "split the stages train on"));
     s.add(ParamSpec::String("eval_split", "test", "split the metrics are measured on"));
+    s.add(ParamSpec::String("feature_cache", "",
+                            "folder of the shared feature cache (frozen-backbone features on disk); empty = off")
+              .path());
+    s.add(ParamSpec::String("feature_dtype", "fp32", "dtype features are kept (and cached) in")
+              .one_of({"fp32", "fp16", "bf16"}));
     s.add(ParamSpec::String("validation_split", "",
                             "split that keep_best and pruning measure on; empty = eval_split (as the paper's code)"));
     return s;

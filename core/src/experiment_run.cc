@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/atomic_file.h"
+#include "protoquant/feature_cache.h"
 #include "protoquant/manifest.h"
 #include "protoquant/metric.h"
 #include "protoquant/model_export.h"
@@ -230,21 +231,43 @@ absl::Status ExperimentRun::blackbox() {
   return finish("blackbox", seconds_since(start), record);
 }
 
-// The backbone is frozen from here on: every feature map is computed once.
+// The backbone is frozen from here on: every feature map is computed once, or read from the
+// shared feature cache when an earlier run computed it with the same weights and data.
 absl::Status ExperimentRun::extract_features() {
   const auto start = Clock::now();
+  const Params& exp = spec_.experiment;
   const int64_t batch_size = spec_.stages.at("blackbox").get_int("eval_batch_size");
+  const auto dtype = feature_dtype(exp.get_string("feature_dtype"));
+  std::optional<FeatureCache> cache;
+  if (!exp.get_string("feature_cache").empty()) cache.emplace(exp.get_string("feature_cache"));
+  const uint32_t weights = cache ? weights_checksum(*model_.backbone) : 0;
+  nlohmann::json record;
   auto extract = [&](const std::string& split) -> absl::StatusOr<std::unique_ptr<TensorSource>> {
+    const std::string key = fmt::format("backbone={} weights={:08x} channels={}|dataset={}|split={}|dtype={}",
+                                        spec_.backbone.type, weights, context_.feature_channels,
+                                        dataset_->identity(), split, exp.get_string("feature_dtype"));
+    if (cache) {
+      if (auto hit = cache->load(key)) {
+        fmt::print(stderr, "[features] {}: from the cache ({})\n", split, cache->path_for(key).string());
+        record["cache"][split] = {{"hit", true}, {"file", cache->path_for(key).string()}};
+        return std::make_unique<TensorSource>(hit->features, hit->labels);
+      }
+    }
     DatasetSource source(*dataset_, split);
     std::vector<torch::Tensor> label_parts;
     PQ_ASSIGN_OR_RETURN(torch::Tensor features,
                         map_batches(source, batch_size, context_.device,
                                     [&](const Batch& batch) {
                                       label_parts.push_back(batch.labels);
-                                      return model_.backbone->features(batch.images);
+                                      return model_.backbone->features(batch.images).to(dtype);
                                     },
                                     fmt::format("features {}", split)));
-    return std::make_unique<TensorSource>(features, torch::cat(label_parts));
+    torch::Tensor labels = torch::cat(label_parts);
+    if (cache) {
+      PQ_RETURN_IF_ERROR(cache->store(key, features, labels));
+      record["cache"][split] = {{"hit", false}, {"file", cache->path_for(key).string()}};
+    }
+    return std::make_unique<TensorSource>(features, labels);
   };
   PQ_ASSIGN_OR_RETURN(train_features_, extract(train_split_));
   PQ_ASSIGN_OR_RETURN(eval_features_, extract(eval_split_));
@@ -253,9 +276,12 @@ absl::Status ExperimentRun::extract_features() {
     PQ_ASSIGN_OR_RETURN(separate_validation_features_, extract(validation_split_));
     validation_features_ = separate_validation_features_.get();
   }
-  const auto& shape = train_features_->inputs().sizes();
-  results_["stages"]["features"] = {{"shape", std::vector<int64_t>(shape.begin() + 1, shape.end())},
-                                    {"seconds", seconds_since(start)}};
+  const auto& f = train_features_->inputs();
+  record["shape"] = std::vector<int64_t>(f.sizes().begin() + 1, f.sizes().end());
+  record["dtype"] = exp.get_string("feature_dtype");
+  record["bytes_per_image"] = f.numel() / std::max<int64_t>(1, f.size(0)) * f.element_size();
+  record["seconds"] = seconds_since(start);
+  results_["stages"]["features"] = record;
   return absl::OkStatus();
 }
 
@@ -332,7 +358,7 @@ absl::Status ExperimentRun::codebook() {
     const auto& f = train_features_->inputs();
     const int64_t images = std::min<int64_t>(f.size(0), std::max<int64_t>(1, 65536 / (f.size(2) * f.size(3))));
     const auto pick = torch::randperm(f.size(0), generator, torch::kInt64).slice(0, 0, images).to(f.device());
-    const auto sample = f.index_select(0, pick).permute({0, 2, 3, 1}).reshape({-1, f.size(1)});
+    const auto sample = f.index_select(0, pick).permute({0, 2, 3, 1}).reshape({-1, f.size(1)}).to(torch::kFloat32);
     PQ_RETURN_IF_ERROR(guard("initialising the codebook", [&] { return quantizer->initialize(sample); }));
   }
   options.validate = [&] { return quantized_accuracy(*validation_features_); };

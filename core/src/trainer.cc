@@ -41,7 +41,10 @@ TensorSource::TensorSource(torch::Tensor inputs, torch::Tensor labels)
 
 absl::StatusOr<Batch> TensorSource::get(const torch::Tensor& indices) {
   const auto idx = indices.to(inputs_.device());
-  return Batch{inputs_.index_select(0, idx), labels_.index_select(0, idx.to(labels_.device()))};
+  // Inputs kept in 16 bits (the feature cache) are widened per batch: stages compute in fp32.
+  auto inputs = inputs_.index_select(0, idx);
+  if (inputs.scalar_type() != torch::kFloat32 && inputs.is_floating_point()) inputs = inputs.to(torch::kFloat32);
+  return Batch{inputs, labels_.index_select(0, idx.to(labels_.device()))};
 }
 
 double lr_factor(const TrainSettings& s, int64_t step, int64_t total_steps, int64_t steps_per_epoch) {

@@ -1,0 +1,50 @@
+// A disk cache of frozen-backbone feature maps, shared by every run whose backbone weights,
+// dataset, split and storage dtype are the same (sweeps, edits, resumed runs). Stages 1-4 read
+// features only, so a cache hit skips the backbone entirely.
+//
+// One file per entry, <dir>/<16 hex digits of the key's hash>.pqfc:
+//   "PQFCACHE" | uint64 header length | JSON header {version, key, dtype, shape, layout,
+//   payload_bytes, crc32} | zero padding to 64 bytes | labels (N int64) | features (N x H x W x D)
+// It is memory-mapped on load (pages come from the page cache, not the heap). A file whose key,
+// size or checksum does not match is reported, removed and rebuilt: never silently used.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <absl/status/statusor.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+namespace protoquant {
+
+struct CachedFeatures {
+  torch::Tensor features;  // N x D x H x W (channels-last memory), in the cache's dtype
+  torch::Tensor labels;    // N int64
+};
+
+// "fp32", "fp16" or "bf16" -> the LibTorch dtype.
+torch::ScalarType feature_dtype(const std::string& name);
+
+// CRC-32 of every parameter and buffer of `module`, in registration order: what identifies
+// trained or loaded weights in a cache key.
+uint32_t weights_checksum(const torch::nn::Module& module);
+
+class FeatureCache {
+ public:
+  explicit FeatureCache(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+  std::filesystem::path path_for(const std::string& key) const;
+  // The entry for `key`; nullopt when there is none, or when the file was unusable (then a one-line
+  // warning says why and the file is removed, so the caller rebuilds it).
+  std::optional<CachedFeatures> load(const std::string& key) const;
+  // Writes the entry atomically; features N x D x H x W in the dtype to store.
+  absl::Status store(const std::string& key, const torch::Tensor& features, const torch::Tensor& labels) const;
+
+ private:
+  std::filesystem::path dir_;
+};
+
+}  // namespace protoquant

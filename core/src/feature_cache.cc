@@ -1,0 +1,173 @@
+#include "protoquant/feature_cache.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "protoquant/atomic_file.h"
+#include "protoquant/status.h"
+
+namespace protoquant {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kMagic[8] = {'P', 'Q', 'F', 'C', 'A', 'C', 'H', 'E'};
+constexpr int kVersion = 1;
+constexpr uint64_t kAlign = 64;
+
+uint32_t crc32_of(const void* data, size_t bytes, uint32_t crc = 0) {
+  const auto* p = static_cast<const Bytef*>(data);
+  while (bytes > 0) {  // zlib takes uInt lengths
+    const auto chunk = static_cast<uInt>(std::min<size_t>(bytes, 1u << 30));
+    crc = static_cast<uint32_t>(::crc32(crc, p, chunk));
+    p += chunk;
+    bytes -= chunk;
+  }
+  return crc;
+}
+
+// FNV-1a, 64 bit: a stable file name for a key (std::hash is not stable across builds).
+uint64_t fnv1a(const std::string& text) {
+  uint64_t h = 14695981039346656037ULL;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+const char* dtype_name(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return "fp32";
+    case torch::kFloat16: return "fp16";
+    case torch::kBFloat16: return "bf16";
+    default: return "?";
+  }
+}
+
+// A read-only mapping that lives as long as any tensor made from it.
+struct Mapping {
+  void* data = MAP_FAILED;
+  size_t size = 0;
+  ~Mapping() {
+    if (data != MAP_FAILED) ::munmap(data, size);
+  }
+};
+
+}  // namespace
+
+torch::ScalarType feature_dtype(const std::string& name) {
+  if (name == "fp16") return torch::kFloat16;
+  if (name == "bf16") return torch::kBFloat16;
+  return torch::kFloat32;
+}
+
+uint32_t weights_checksum(const torch::nn::Module& module) {
+  uint32_t crc = 0;
+  auto add = [&](const torch::Tensor& t) {
+    const auto c = t.detach().cpu().contiguous();
+    crc = crc32_of(c.data_ptr(), c.numel() * c.element_size(), crc);
+  };
+  for (const auto& p : module.parameters()) add(p);
+  for (const auto& b : module.buffers()) add(b);
+  return crc;
+}
+
+fs::path FeatureCache::path_for(const std::string& key) const {
+  return dir_ / fmt::format("{:016x}.pqfc", fnv1a(key));
+}
+
+absl::Status FeatureCache::store(const std::string& key, const torch::Tensor& features,
+                                 const torch::Tensor& labels) const {
+  const fs::path path = path_for(key);
+  return write_atomic_with(path, [&](const fs::path& temporary) -> absl::Status {
+    // N x H x W x D: the channels-last order the backbones produce, so no transposition here.
+    const auto body = features.permute({0, 2, 3, 1}).contiguous().cpu();
+    const auto label_bytes = labels.to(torch::kInt64).contiguous().cpu();
+    const size_t feature_size = body.numel() * body.element_size();
+    const size_t label_size = label_bytes.numel() * sizeof(int64_t);
+    uint32_t crc = crc32_of(label_bytes.data_ptr(), label_size);
+    crc = crc32_of(body.data_ptr(), feature_size, crc);
+    const nlohmann::json header = {{"version", kVersion},
+                                   {"key", key},
+                                   {"dtype", dtype_name(body.scalar_type())},
+                                   {"shape", features.sizes().vec()},
+                                   {"layout", "nhwc"},
+                                   {"payload_bytes", label_size + feature_size},
+                                   {"crc32", crc}};
+    const std::string text = header.dump();
+    const uint64_t length = text.size();
+    const uint64_t start = (sizeof kMagic + sizeof length + length + kAlign - 1) / kAlign * kAlign;
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out.write(kMagic, sizeof kMagic);
+    out.write(reinterpret_cast<const char*>(&length), sizeof length);
+    out.write(text.data(), static_cast<std::streamsize>(length));
+    const std::string padding(start - sizeof kMagic - sizeof length - length, '\0');
+    out.write(padding.data(), static_cast<std::streamsize>(padding.size()));
+    out.write(static_cast<const char*>(label_bytes.data_ptr()), static_cast<std::streamsize>(label_size));
+    out.write(static_cast<const char*>(body.data_ptr()), static_cast<std::streamsize>(feature_size));
+    out.close();
+    if (!out) return absl::InternalError(fmt::format("{}: write failed (disk full?)", path.string()));
+    return absl::OkStatus();
+  });
+}
+
+std::optional<CachedFeatures> FeatureCache::load(const std::string& key) const {
+  const fs::path path = path_for(key);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::nullopt;
+  auto reject = [&](const std::string& why) -> std::optional<CachedFeatures> {
+    fmt::print(stderr, "warning: {}: feature cache entry {}; rebuilding it\n", path.string(), why);
+    fs::remove(path, ec);
+    return std::nullopt;
+  };
+  auto mapping = std::make_shared<Mapping>();
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) return reject(fmt::format("unreadable ({})", std::strerror(errno)));
+    struct stat st {};
+    ::fstat(fd, &st);
+    mapping->size = static_cast<size_t>(st.st_size);
+    if (mapping->size > 0) mapping->data = ::mmap(nullptr, mapping->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    ::close(fd);
+    if (mapping->data == MAP_FAILED) return reject("cannot be mapped");
+  }
+  const auto* bytes = static_cast<const char*>(mapping->data);
+  uint64_t length = 0;
+  if (mapping->size < sizeof kMagic + sizeof length || std::memcmp(bytes, kMagic, sizeof kMagic) != 0) {
+    return reject("is not a feature cache file");
+  }
+  std::memcpy(&length, bytes + sizeof kMagic, sizeof length);
+  if (length > mapping->size - sizeof kMagic - sizeof length) return reject("has a truncated header");
+  const auto header = nlohmann::json::parse(bytes + sizeof kMagic + sizeof length,
+                                            bytes + sizeof kMagic + sizeof length + length, nullptr, false);
+  if (header.is_discarded() || header.value("version", 0) != kVersion) return reject("has an unreadable header");
+  if (header.value("key", "") != key) return reject("belongs to another key (hash collision or tampering)");
+  const auto shape = header["shape"].get<std::vector<int64_t>>();
+  const auto dtype = feature_dtype(header.value("dtype", ""));
+  if (shape.size() != 4 || dtype_name(dtype) != header.value("dtype", "")) return reject("has an unknown layout");
+  const uint64_t start = (sizeof kMagic + sizeof length + length + kAlign - 1) / kAlign * kAlign;
+  const uint64_t payload = header.value("payload_bytes", uint64_t{0});
+  const int64_t n = shape[0];
+  const uint64_t expected = n * sizeof(int64_t) + shape[0] * shape[1] * shape[2] * shape[3] * c10::elementSize(dtype);
+  if (payload != expected || start + payload != mapping->size) return reject("is truncated or has the wrong size");
+  if (crc32_of(bytes + start, payload) != header.value("crc32", uint32_t{0})) return reject("fails its checksum");
+  auto keep_alive = [mapping](void*) {};
+  CachedFeatures out;
+  char* base = static_cast<char*>(mapping->data) + start;
+  out.labels = torch::from_blob(base, {n}, keep_alive, torch::kInt64);
+  out.features = torch::from_blob(base + n * sizeof(int64_t), {n, shape[2], shape[3], shape[1]}, keep_alive,
+                                  torch::TensorOptions().dtype(dtype))
+                     .permute({0, 3, 1, 2});
+  return out;
+}
+
+}  // namespace protoquant

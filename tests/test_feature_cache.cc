@@ -1,0 +1,96 @@
+// The feature cache: round trip, sharing, and every way an entry can be unusable (corrupted,
+// truncated, another key's) being detected and rebuilt rather than used.
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "protoquant/feature_cache.h"
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Entry {
+  torch::Tensor features = torch::randn({5, 6, 3, 2}).contiguous(torch::MemoryFormat::ChannelsLast);
+  torch::Tensor labels = torch::arange(5, torch::kInt64) * 3;
+};
+
+TEST(FeatureCache, StoresAndLoadsEveryDtypeExactly) {
+  testing::TempDir dir;
+  FeatureCache cache(dir.path());
+  Entry entry;
+  for (const char* name : {"fp32", "fp16", "bf16"}) {
+    const auto stored = entry.features.to(feature_dtype(name));
+    const std::string key = std::string("key-") + name;
+    EXPECT_FALSE(cache.load(key).has_value());
+    ASSERT_TRUE(cache.store(key, stored, entry.labels).ok());
+    const auto loaded = cache.load(key);
+    ASSERT_TRUE(loaded.has_value()) << name;
+    EXPECT_EQ(loaded->features.scalar_type(), stored.scalar_type());
+    EXPECT_EQ(loaded->features.sizes(), stored.sizes());
+    EXPECT_TRUE(torch::equal(loaded->features, stored)) << name;
+    EXPECT_TRUE(torch::equal(loaded->labels, entry.labels));
+  }
+  // Different keys never share a file.
+  EXPECT_NE(cache.path_for("key-fp16"), cache.path_for("key-bf16"));
+}
+
+void flip_byte(const fs::path& path, int64_t offset_from_end) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekg(offset_from_end, std::ios::end);
+  char c = 0;
+  file.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5a);
+  file.seekp(offset_from_end, std::ios::end);
+  file.write(&c, 1);
+}
+
+TEST(FeatureCache, CorruptedTruncatedAndForeignEntriesAreRejectedAndRemoved) {
+  testing::TempDir dir;
+  FeatureCache cache(dir.path());
+  Entry entry;
+  ASSERT_TRUE(cache.store("a", entry.features, entry.labels).ok());
+  const fs::path file = cache.path_for("a");
+
+  flip_byte(file, -7);  // one feature byte
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("a").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("fails its checksum"), std::string::npos);
+  EXPECT_FALSE(fs::exists(file));  // removed, so the next run rebuilds it
+
+  ASSERT_TRUE(cache.store("a", entry.features, entry.labels).ok());
+  fs::resize_file(file, fs::file_size(file) - 10);
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("a").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("truncated"), std::string::npos);
+
+  ASSERT_TRUE(cache.store("a", entry.features, entry.labels).ok());
+  fs::copy_file(file, cache.path_for("b"));  // an entry under another key's name
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("b").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("another key"), std::string::npos);
+  EXPECT_TRUE(cache.load("a").has_value());
+
+  testing::write_text(cache.path_for("c"), "not a cache file at all");
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("c").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("not a feature cache file"), std::string::npos);
+}
+
+TEST(FeatureCache, WeightsChecksumChangesWithAnyWeight) {
+  torch::manual_seed(0);
+  torch::nn::Linear a(3, 2);
+  const uint32_t before = weights_checksum(*a);
+  EXPECT_EQ(before, weights_checksum(*a));
+  {
+    torch::NoGradGuard no_grad;
+    a->bias[1] += 1e-3;
+  }
+  EXPECT_NE(before, weights_checksum(*a));
+}
+
+}  // namespace
+}  // namespace protoquant
