@@ -128,7 +128,7 @@ absl::StatusOr<nlohmann::json> run(const ExperimentSpec& spec, Registry& registr
   start = Clock::now();
   const int64_t feature_batch = spec.stages.at("blackbox").get_int("eval_batch_size");
   auto extract = [&](const std::string& split) -> absl::StatusOr<std::unique_ptr<TensorSource>> {
-    DatasetSource source(*dataset, split);
+    DatasetSource source(*dataset, split, /*augment=*/false);  // features of un-augmented images
     torch::Tensor labels;
     std::vector<torch::Tensor> label_parts;
     PQ_ASSIGN_OR_RETURN(torch::Tensor features,

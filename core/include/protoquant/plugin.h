@@ -19,7 +19,7 @@
 namespace protoquant {
 
 // Bump when any interface in include/protoquant changes layout or meaning.
-inline constexpr uint32_t kPluginAbiVersion = 1;
+inline constexpr uint32_t kPluginAbiVersion = 2;
 
 using PluginAbiVersionFn = uint32_t();
 using PluginRegisterFn = absl::Status(Registry&);
