@@ -10,6 +10,8 @@ PACKAGES=(
   libgtest-dev googletest
   dataset-fashion-mnist                     # the quickstart's real data
   python3-torch                             # the eager-PyTorch reference benchmark
+  libopencv-core-dev libopencv-imgcodecs-dev libopencv-imgproc-dev   # image decoding and transforms
+  python3-torchvision                       # the torchvision/PIL loader reference benchmark
 )
 
 missing=()
