@@ -228,6 +228,18 @@ TEST(ImageDecode, ProbeCatchesTruncatedCorruptAndNonImageFiles) {
   EXPECT_NE(std::string(text.status().message()).find("not a JPEG or PNG"), std::string::npos);
   EXPECT_EQ(probe_file(dir / "absent.jpg").status().code(), absl::StatusCode::kNotFound);
 
+  // Grey JPEG, grey 16-bit PNG: decoded to 3 equal 8-bit channels.
+  cv::Mat grey(30, 20, CV_8UC1, cv::Scalar(77)), grey16(30, 20, CV_16UC1, cv::Scalar(77 * 257));
+  ASSERT_TRUE(cv::imwrite((dir / "grey.jpg").string(), grey));
+  ASSERT_TRUE(cv::imwrite((dir / "grey16.png").string(), grey16));
+  for (const auto& [name, format] : {std::pair<std::string, ImageFormat>{"grey.jpg", ImageFormat::kJpeg},
+                                     std::pair<std::string, ImageFormat>{"grey16.png", ImageFormat::kPng}}) {
+    auto decoded = decode_bgr(*read_bytes(dir / name), format, 1);
+    ASSERT_TRUE(decoded.ok()) << name;
+    EXPECT_EQ(decoded->type(), CV_8UC3) << name;
+    EXPECT_NEAR(cv::mean(*decoded)[2], 77.0, 1.0) << name;
+  }
+
   auto bytes = read_bytes(dir / "a.jpg");
   ASSERT_TRUE(bytes.ok());
   auto half = decode_bgr(*bytes, ImageFormat::kJpeg, 2);
