@@ -116,10 +116,10 @@ TEST(ImageLoader, SameSeedSameBatchesForAnyThreadCountAndWithPrefetch) {
   const auto first = torch::tensor({4, 0, 17, 9, 3}, torch::kInt64);
   const auto second = torch::tensor({5, 1, 2}, torch::kInt64);
   auto a1 = a->get_batch("train", first), a2 = a->get_batch("train", second), a3 = a->get_batch("train", first);
-  // b prefetches each next batch, as the trainer does.
-  b->prefetch("train", first, true);
-  auto b1 = b->get_batch("train", first);
+  // b is told the next batch before it is asked for the current one, as the trainer does.
   b->prefetch("train", second, true);
+  auto b1 = b->get_batch("train", first);
+  b->prefetch("train", first, true);
   auto b2 = b->get_batch("train", second);
   auto b3 = b->get_batch("train", first);
   ASSERT_TRUE(a1.ok() && a2.ok() && a3.ok() && b1.ok() && b2.ok() && b3.ok());

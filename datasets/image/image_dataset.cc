@@ -18,6 +18,8 @@ constexpr size_t kListedBadFiles = 5;
 // Batch image tensors kept for reuse. Above glibc's 32 MiB mmap threshold every fresh batch
 // (B x 3 x 224 x 224 float is 77 MB at B = 128) would be mapped and faulted in page by page.
 constexpr size_t kMaxBuffers = 4;
+// Announced batches kept in flight.
+constexpr size_t kMaxPending = 2;
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ULL;
@@ -130,7 +132,7 @@ ImageDataset::ImageDataset(DatasetInfo info, ImageOptions options, std::map<std:
 
 ImageDataset::~ImageDataset() {
   // Workers of an unclaimed prefetch write into pending_, which dies before pool_ joins them.
-  if (pending_) pending_->job->wait();
+  for (auto& pending : pending_) pending->job->wait();
 }
 
 absl::Status ImageDataset::generate(const std::string&, int64_t, Sample&) const {
@@ -151,26 +153,30 @@ absl::StatusOr<Batch> ImageDataset::get_eval_batch(const std::string& split, con
 }
 
 void ImageDataset::prefetch(const std::string& split, const torch::Tensor& indices, bool augment) {
-  augment = augment && split == "train";
-  if (pending_) pending_->job->wait();  // an unclaimed prefetch is dropped
-  auto started = start(split, indices, augment);
+  auto started = start(split, indices, augment && split == "train", /*urgent=*/false);
   // A bad request is reported by the get_batch that follows, not here.
-  pending_ = started.ok() ? std::move(*started) : nullptr;
+  if (!started.ok()) return;
+  pending_.push_back(std::move(*started));
+  // The loops announce one batch ahead; older unclaimed prefetches are dropped.
+  while (pending_.size() > kMaxPending) {
+    pending_.front()->job->wait();
+    pending_.pop_front();
+  }
 }
 
 absl::StatusOr<Batch> ImageDataset::serve(const std::string& split, const torch::Tensor& indices, bool augment) {
   const auto idx = indices.to(torch::kCPU, torch::kInt64).contiguous();
-  if (pending_ && pending_->split == split && pending_->augment == augment &&
-      static_cast<int64_t>(pending_->indices.size()) == idx.numel() &&
-      std::equal(pending_->indices.begin(), pending_->indices.end(), idx.data_ptr<int64_t>())) {
-    auto pending = std::move(pending_);
-    return finish(*pending);
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    const Pending& p = **it;
+    if (p.split == split && p.augment == augment && static_cast<int64_t>(p.indices.size()) == idx.numel() &&
+        std::equal(p.indices.begin(), p.indices.end(), idx.data_ptr<int64_t>())) {
+      auto pending = std::move(*it);
+      pending_.erase(it);
+      return finish(*pending);
+    }
   }
-  if (pending_) {
-    pending_->job->wait();
-    pending_.reset();
-  }
-  PQ_ASSIGN_OR_RETURN(auto pending, start(split, idx, augment));
+  // Not announced: decoded now, ahead of any prefetch still queued (the caller waits for it).
+  PQ_ASSIGN_OR_RETURN(auto pending, start(split, idx, augment, /*urgent=*/true));
   return finish(*pending);
 }
 
@@ -188,7 +194,8 @@ torch::Tensor ImageDataset::image_buffer(int64_t batch) {
 }
 
 absl::StatusOr<std::unique_ptr<ImageDataset::Pending>> ImageDataset::start(const std::string& split,
-                                                                           const torch::Tensor& indices, bool augment) {
+                                                                           const torch::Tensor& indices, bool augment,
+                                                                           bool urgent) {
   const auto it = splits_.find(split);
   if (it == splits_.end()) {
     return absl::InvalidArgumentError(fmt::format("{}: no split '{}' (it has: {})", info_.name, split,
@@ -236,7 +243,7 @@ absl::StatusOr<std::unique_ptr<ImageDataset::Pending>> ImageDataset::start(const
         prepare(raw->split, raw->indices[static_cast<size_t>(k)], raw->augment, seeds[static_cast<size_t>(k)],
                 images + k * image_floats, part_data ? part_data + k * parts * 3 : nullptr,
                 box_data ? box_data + k * 4 : nullptr);
-  });
+  }, urgent);
   return pending;
 }
 

@@ -5,6 +5,7 @@
 // count and any batch size.
 #pragma once
 
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -97,8 +98,9 @@ class ImageDataset : public Dataset {
     std::shared_ptr<WorkerPool::Job> job;
   };
   absl::StatusOr<Batch> serve(const std::string& split, const torch::Tensor& indices, bool augment);
-  absl::StatusOr<std::unique_ptr<Pending>> start(const std::string& split, const torch::Tensor& indices,
-                                                 bool augment);
+  // urgent: the caller waits for it, so its samples go ahead of queued prefetches.
+  absl::StatusOr<std::unique_ptr<Pending>> start(const std::string& split, const torch::Tensor& indices, bool augment,
+                                                 bool urgent);
   absl::StatusOr<Batch> finish(Pending& pending);
   absl::Status prepare(const std::string& split, int64_t index, bool augment, uint64_t seed, float* image,
                        float* parts, float* box) const;
@@ -110,7 +112,7 @@ class ImageDataset : public Dataset {
   std::map<std::string, std::vector<uint32_t>> draws_;  // per split and sample: times augmented
   std::string identity_;
   std::shared_ptr<WorkerPool> pool_;
-  std::unique_ptr<Pending> pending_;
+  std::deque<std::unique_ptr<Pending>> pending_;  // announced by prefetch, oldest first
   std::vector<torch::Tensor> buffers_;  // batch image tensors, reused once the caller drops them
   std::mutex warned_mutex_;
   std::set<std::string> warned_;

@@ -24,14 +24,18 @@ void WorkerPool::Job::wait() {
   finished_.wait(lock, [this] { return remaining_.load() == 0; });
 }
 
-std::shared_ptr<WorkerPool::Job> WorkerPool::submit(int64_t n, std::function<void(int64_t)> task) {
+std::shared_ptr<WorkerPool::Job> WorkerPool::submit(int64_t n, std::function<void(int64_t)> task, bool front) {
   auto job = std::make_shared<Job>();
   job->remaining_ = n;
   if (n == 0) return job;
   auto shared_task = std::make_shared<std::function<void(int64_t)>>(std::move(task));
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (int64_t i = 0; i < n; ++i) queue_.push_back({job, shared_task, i});
+    if (front) {
+      for (int64_t i = n - 1; i >= 0; --i) queue_.push_front({job, shared_task, i});
+    } else {
+      for (int64_t i = 0; i < n; ++i) queue_.push_back({job, shared_task, i});
+    }
   }
   ready_.notify_all();
   return job;

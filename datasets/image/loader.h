@@ -38,8 +38,9 @@ class WorkerPool {
     std::condition_variable finished_;
   };
 
-  // Runs task(i) for i in [0, n) on the workers and returns at once.
-  std::shared_ptr<Job> submit(int64_t n, std::function<void(int64_t)> task);
+  // Runs task(i) for i in [0, n) on the workers and returns at once. `front` queues the tasks
+  // ahead of those already waiting (a batch the caller blocks on, ahead of prefetches).
+  std::shared_ptr<Job> submit(int64_t n, std::function<void(int64_t)> task, bool front = false);
 
  private:
   struct Item {
