@@ -104,5 +104,16 @@ TEST(CliEndToEnd, PluginsDescribeValidate) {
   EXPECT_NE(abi.output.find("wrong_abi.so: plugin ABI version " + version), std::string::npos) << abi.output;
 }
 
+TEST(CliEndToEnd, EveryShippedManifestValidates) {
+  int checked = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(std::string(PQ_SOURCE_DIR) + "/experiments")) {
+    if (entry.path().extension() != ".toml") continue;
+    const auto result = testing::run_cli("validate " + entry.path().string());
+    EXPECT_EQ(result.exit_code, 0) << entry.path() << "\n" << result.output;
+    ++checked;
+  }
+  EXPECT_GE(checked, 8);  // quickstart, synthparts, the ablation, two paper templates, four backbones
+}
+
 }  // namespace
 }  // namespace protoquant

@@ -1,5 +1,9 @@
 // The method's stages through the CLI, as a user runs them on a slice of Fashion-MNIST: codebook
 // pruning (stage 2), resume after a crash, editing (stage 4) and the Python export.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 
@@ -35,18 +39,41 @@ torch::Tensor exported(const fs::path& file, const std::string& key) {
   return torch::pickle_load(bytes).toGenericDict().at(key).toTensor();
 }
 
+// CTest runs every test in its own process; the reference run they share is made once per build
+// (keyed by the newest modification time of the CLI, core library and plugins) under a lock, and
+// reused by the other processes.
 class MethodCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     ASSERT_FALSE(testing::fashion_mnist_root().empty()) << "install dataset-fashion-mnist (tools/install-deps.sh)";
     dir_ = new testing::TempDir;
-    const auto result = testing::run_cli(slice_run(reference()));
-    ASSERT_EQ(result.exit_code, 0) << result.output;
+    // Newest of the CLI, the core library and the plugins: any rebuild makes a fresh reference.
+    auto stamp = fs::last_write_time(PQ_CLI).time_since_epoch().count();
+    for (const auto& file : fs::directory_iterator(fs::path(PQ_BUILTIN_PLUGIN_DIR))) {
+      stamp = std::max(stamp, file.last_write_time().time_since_epoch().count());
+    }
+    for (const auto& file : fs::directory_iterator(fs::path(PQ_BUILTIN_PLUGIN_DIR).parent_path().parent_path())) {
+      if (file.is_regular_file()) stamp = std::max(stamp, file.last_write_time().time_since_epoch().count());
+    }
+    reference_ = fs::path(PQ_TEST_WORK_DIR) / ("method-cli-reference-" + std::to_string(stamp));
+    fs::create_directories(reference_.parent_path());
+    const int lock = ::open((reference_.string() + ".lock").c_str(), O_CREAT | O_RDWR, 0644);
+    ASSERT_GE(lock, 0);
+    ::flock(lock, LOCK_EX);
+    if (!fs::exists(reference_ / "results.json")) {
+      const auto result = testing::run_cli(slice_run(reference_));
+      EXPECT_EQ(result.exit_code, 0) << result.output;
+    }
+    ::flock(lock, LOCK_UN);
+    ::close(lock);
+    ASSERT_TRUE(fs::exists(reference_ / "results.json"));
   }
   static void TearDownTestSuite() { delete dir_; }
-  static fs::path reference() { return *dir_ / "reference"; }
+  static fs::path reference() { return reference_; }
   static testing::TempDir* dir_;
+  static fs::path reference_;
 };
+fs::path MethodCli::reference_;
 testing::TempDir* MethodCli::dir_ = nullptr;
 
 TEST_F(MethodCli, AnInterruptedRunResumesToTheSameResult) {

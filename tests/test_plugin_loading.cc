@@ -27,6 +27,7 @@ TEST(PluginLoading, WrongAbiVersionIsRefusedWithTheFileName) {
   const absl::Status status = load_plugin(library, registry);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(status.message().find(library.string()), std::string::npos) << status;
+  // tests/plugins/wrong_abi.cc declares kPluginAbiVersion + 41.
   EXPECT_NE(status.message().find("ABI version " + std::to_string(kPluginAbiVersion + 41)), std::string::npos) << status;
 }
 

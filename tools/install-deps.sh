@@ -11,6 +11,7 @@ PACKAGES=(
   dataset-fashion-mnist                     # the quickstart's real data
   python3-torch                             # the eager-PyTorch reference benchmark
   python3-torchvision                       # backbone parity tests, tools/export_backbone.py
+  libopencv-core-dev libopencv-imgcodecs-dev libopencv-imgproc-dev   # image decoding and transforms
 )
 
 missing=()

@@ -204,7 +204,7 @@ absl::Status ExperimentRun::blackbox() {
     DatasetSource source(*dataset_, train_split_);
     TrainOptions options = train_options("blackbox", {backbone});
     options.validate = [&]() -> absl::StatusOr<double> {
-      DatasetSource validation(*dataset_, validation_split_);
+      DatasetSource validation(*dataset_, validation_split_, /*augment=*/false);
       backbone->eval();
       torch::Tensor labels;
       std::vector<torch::Tensor> parts;
@@ -253,7 +253,7 @@ absl::Status ExperimentRun::extract_features() {
         return std::make_unique<TensorSource>(hit->features, hit->labels);
       }
     }
-    DatasetSource source(*dataset_, split);
+    DatasetSource source(*dataset_, split, /*augment=*/false);  // features of un-augmented images
     std::vector<torch::Tensor> label_parts;
     PQ_ASSIGN_OR_RETURN(torch::Tensor features,
                         map_batches(source, batch_size, context_.device,

@@ -1,4 +1,4 @@
-// The `protoquant` command line: plugins, describe, validate, run.
+// The `protoquant` command line: plugins, describe, validate, run, data, bench.
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -10,6 +10,7 @@
 
 #include "protoquant/bench.h"
 #include "protoquant/edit.h"
+#include "protoquant/data_tools.h"
 #include "protoquant/manifest.h"
 #include "protoquant/plugin_loader.h"
 #include "protoquant/process.h"
@@ -119,6 +120,10 @@ int main(int argc, char** argv) {
   edit_cmd->add_option("--zero-weight", zero_weights, "zero the weight of prototype P for CLASS: CLASS:P (repeatable)");
   edit_cmd->add_option("--name", edit.name, "edit folder name (default: derived from the edits)");
 
+  auto* data_cmd = app.add_subcommand("data", "load the manifest's dataset and summarise it (splits, annotations, bad samples)");
+  data_cmd->add_option("manifest", manifest, "experiment manifest (TOML)")->required();
+  data_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
+
   auto* bench_cmd = app.add_subcommand("bench", "micro-benchmarks (see bench/ for the reference scripts)");
   bench_cmd->require_subcommand(1);
   pq::QuantizerBenchOptions qb;
@@ -150,6 +155,13 @@ int main(int argc, char** argv) {
   bench_head_cmd->add_option("--steps", hb.steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
   bench_head_cmd->add_option("--threads", hb.threads, "CPU threads (0 = all)")->capture_default_str();
   bench_head_cmd->add_option("--reference", hb.reference, "eager-PyTorch script run beside it ('' = none)")->capture_default_str();
+  pq::LoaderBenchOptions lb;
+  auto* bench_loader_cmd = bench_cmd->add_subcommand("loader", "decode + random-resized-crop throughput of every image under a folder");
+  bench_loader_cmd->add_option("--root", lb.root, "folder of .jpg/.png files (searched recursively)")->required();
+  bench_loader_cmd->add_option("--threads", lb.threads, "decoding threads (0 = all)")->capture_default_str();
+  bench_loader_cmd->add_option("--batch-size", lb.batch_size, "images per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_loader_cmd->add_option("--size", lb.size, "crop size")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_loader_cmd->add_option("--repeat", lb.repeat, "passes (fastest kept)")->capture_default_str()->check(CLI::PositiveNumber);
 
   CLI11_PARSE(app, argc, argv);
   pq::tune_allocator();
@@ -191,8 +203,17 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (*bench_loader_cmd) {
+    if (auto status = pq::bench_loader(registry, lb); !status.ok()) return fail(status);
+    return 0;
+  }
+
   auto spec = pq::load_experiment(manifest, overrides, registry);
   if (!spec.ok()) return fail(spec.status());
+  if (*data_cmd) {
+    if (auto status = pq::print_data_summary(*spec, registry); !status.ok()) return fail(status);
+    return 0;
+  }
   if (*validate_cmd) {
     fmt::print("{}: ok ({} {}, {} {}, {} {}, {} {})\n", manifest, "dataset", spec->dataset.type, "backbone",
                spec->backbone.type, "quantizer", spec->quantizer.type, "head", spec->head.type);

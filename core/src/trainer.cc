@@ -137,6 +137,9 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
       auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(options.device));
       for (int64_t b = 0; b < steps_per_epoch; ++b, ++step) {
         const auto indices = order.slice(0, b * settings.batch_size, std::min(n, (b + 1) * settings.batch_size));
+        if (b + 1 < steps_per_epoch) {
+          data.prefetch(order.slice(0, (b + 1) * settings.batch_size, std::min(n, (b + 2) * settings.batch_size)));
+        }
         PQ_ASSIGN_OR_RETURN(Batch batch, data.get(indices));
         batch.images = batch.images.to(options.device, /*non_blocking=*/true);
         batch.labels = batch.labels.to(options.device, /*non_blocking=*/true);
@@ -218,6 +221,7 @@ absl::StatusOr<torch::Tensor> map_batches(BatchSource& data, int64_t batch_size,
     for (int64_t b = 0; b < steps; ++b) {
       const int64_t begin = b * batch_size, end = std::min(n, (b + 1) * batch_size);
       const auto indices = torch::arange(begin, end, torch::kInt64);
+      if (b + 1 < steps) data.prefetch(torch::arange(end, std::min(n, end + batch_size), torch::kInt64));
       PQ_ASSIGN_OR_RETURN(Batch batch, data.get(indices));
       batch.images = batch.images.to(device);
       batch.labels = batch.labels.to(device);

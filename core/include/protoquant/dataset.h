@@ -21,12 +21,25 @@ struct DatasetInfo {
   std::vector<std::string> splits;  // e.g. {"train", "test"}
   bool has_parts = false;
   bool has_boxes = false;
+  std::vector<std::string> part_names;  // P names when has_parts (Batch.parts is B x P x 3)
+  // Samples left out when the dataset was opened (on_bad_sample = "skip"), so a summary can say
+  // exactly what is missing instead of the dataset silently shrinking.
+  struct Skipped {
+    std::string split;
+    std::string file;
+    std::string reason;
+  };
+  std::vector<Skipped> skipped;
 };
 
 struct Batch {
   torch::Tensor images;  // B x C x H x W float, normalised
   torch::Tensor labels;  // B int64
   torch::Tensor targets;  // B x C soft targets (set by Mixup/CutMix in training); may be undefined
+  // Optional annotations, undefined when the dataset has none. Coordinates are in pixels of
+  // `images` (after every transform), pixel centres at integer coordinates.
+  torch::Tensor parts;  // B x P x 3 float: (x, y, visible in {0, 1})
+  torch::Tensor boxes;  // B x 4 float: object box (x0, y0, x1, y1)
 };
 
 class Dataset {
@@ -35,7 +48,16 @@ class Dataset {
   virtual const DatasetInfo& info() const = 0;
   virtual int64_t size(const std::string& split) const = 0;
   // indices: 1-D int64 tensor of sample indices within the split.
+  // The "train" split gets the dataset's training transform (augmentation), others its eval one.
   virtual absl::StatusOr<Batch> get_batch(const std::string& split, const torch::Tensor& indices) = 0;
+  // The same samples with the un-augmented eval transform, whatever the split (feature
+  // extraction, explanations). Datasets without augmentation need not override it.
+  virtual absl::StatusOr<Batch> get_eval_batch(const std::string& split, const torch::Tensor& indices) {
+    return get_batch(split, indices);
+  }
+  // A hint that get_batch / get_eval_batch (augment = false) with these indices comes next, so a
+  // decoding dataset can prepare it in the background. Ignoring it is always correct.
+  virtual void prefetch(const std::string& /*split*/, const torch::Tensor& /*indices*/, bool /*augment*/) {}
   // A string that changes when the data changes (files, sizes, transform): feature cache keys.
   virtual std::string identity() const = 0;
 };

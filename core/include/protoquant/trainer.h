@@ -48,6 +48,8 @@ class BatchSource {
   virtual ~BatchSource() = default;
   virtual int64_t size() const = 0;
   virtual absl::StatusOr<Batch> get(const torch::Tensor& indices) = 0;
+  // The loops announce the next batch before computing on the current one.
+  virtual void prefetch(const torch::Tensor& /*indices*/) {}
 };
 
 // A split held in memory as tensors (e.g. cached features); index_select per batch.
@@ -63,16 +65,21 @@ class TensorSource : public BatchSource {
   torch::Tensor inputs_, labels_;
 };
 
-// One split of a Dataset.
+// One split of a Dataset; augment = false serves the eval transform even for the train split.
 class DatasetSource : public BatchSource {
  public:
-  DatasetSource(Dataset& dataset, std::string split) : dataset_(dataset), split_(std::move(split)) {}
+  DatasetSource(Dataset& dataset, std::string split, bool augment = true)
+      : dataset_(dataset), split_(std::move(split)), augment_(augment) {}
   int64_t size() const override { return dataset_.size(split_); }
-  absl::StatusOr<Batch> get(const torch::Tensor& indices) override { return dataset_.get_batch(split_, indices); }
+  absl::StatusOr<Batch> get(const torch::Tensor& indices) override {
+    return augment_ ? dataset_.get_batch(split_, indices) : dataset_.get_eval_batch(split_, indices);
+  }
+  void prefetch(const torch::Tensor& indices) override { dataset_.prefetch(split_, indices, augment_); }
 
  private:
   Dataset& dataset_;
   std::string split_;
+  bool augment_;
 };
 
 // The learning rate at `step` of `total_steps` (warm-up then schedule), as a fraction of the peak.
