@@ -24,12 +24,14 @@ class ProtoQuantHead(nn.Module):
         self.tau = tau
 
     def forward(self, z):  # B x D x H x W
-        # Cells as rows, so the similarity is one GEMM whose output the softmax (over
+        # Every cell as a row of one 2-D GEMM (B*H*W x D) (D x P), whose output the softmax (over
         # prototypes, the last axis) and the max over cells read without a layout change: the
-        # fast way to write it in eager PyTorch (an einsum to B x P x H x W is ~2.5x slower here).
-        zn = F.normalize(z.flatten(2).transpose(1, 2), dim=2, eps=1e-6)  # B x HW x D
+        # fastest way found to write it in eager PyTorch here. (A 3-D `zn @ en.t()` becomes 64
+        # small batched GEMMs, ~7x slower; an einsum to B x P x H x W, ~2.5x slower.)
+        b, d = z.shape[:2]
+        zn = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, d), dim=1, eps=1e-6)  # B*H*W x D
         en = F.normalize(self.prototypes, dim=1, eps=1e-6)
-        s = zn @ en.t()  # B x HW x P
+        s = (zn @ en.t()).view(b, -1, en.shape[0])  # B x HW x P
         presence = torch.softmax(s / self.tau, dim=2).amax(dim=1)
         return presence.float() @ F.relu(self.weight).t()
 
