@@ -74,6 +74,17 @@ TEST(FeatureCache, CorruptedTruncatedAndForeignEntriesAreRejectedAndRemoved) {
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("another key"), std::string::npos);
   EXPECT_TRUE(cache.load("a").has_value());
 
+  // A well-formed header that lacks fields (the checksum covers the payload only).
+  const std::string header = R"({"version":1,"key":"d","shape":"x"})";
+  std::string bytes = "PQFCACHE";
+  const uint64_t length = header.size();
+  bytes.append(reinterpret_cast<const char*>(&length), sizeof length);
+  bytes += header;
+  testing::write_text(cache.path_for("d"), bytes);
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("d").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("unreadable header"), std::string::npos);
+
   testing::write_text(cache.path_for("c"), "not a cache file at all");
   ::testing::internal::CaptureStderr();
   EXPECT_FALSE(cache.load("c").has_value());

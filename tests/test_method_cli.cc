@@ -78,12 +78,14 @@ testing::TempDir* MethodCli::dir_ = nullptr;
 
 TEST_F(MethodCli, AnInterruptedRunResumesToTheSameResult) {
   const fs::path run = *dir_ / "interrupted";
-  setenv("PROTOQUANT_ABORT_AFTER", "head:1", 1);
+  // Killed right after the codebook's last epoch was checkpointed: the codebook resumes with nothing
+  // left to train, and the head built after it must start exactly as in the uninterrupted run.
+  setenv("PROTOQUANT_ABORT_AFTER", "codebook:2", 1);
   const auto crashed = testing::run_cli(slice_run(run));
   unsetenv("PROTOQUANT_ABORT_AFTER");
   EXPECT_EQ(crashed.exit_code, 1);
   EXPECT_FALSE(fs::exists(run / "results.json"));
-  EXPECT_TRUE(fs::exists(run / "checkpoints" / "head.pt"));
+  EXPECT_TRUE(fs::exists(run / "checkpoints" / "codebook.pt"));
 
   // Resuming with a different manifest is refused; with the same one it finishes.
   const auto changed = testing::run_cli(slice_run(run, "--resume --set stages.head.lr=0.1"));
@@ -91,12 +93,13 @@ TEST_F(MethodCli, AnInterruptedRunResumesToTheSameResult) {
   EXPECT_NE(changed.output.find("the manifest differs"), std::string::npos) << changed.output;
   const auto resumed = testing::run_cli(slice_run(run, "--resume"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  EXPECT_NE(resumed.output.find("[codebook] finished in an earlier session"), std::string::npos) << resumed.output;
-  EXPECT_NE(resumed.output.find("[head] resumed after epoch 1"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("[blackbox] finished in an earlier session"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("[codebook] resumed after epoch 2"), std::string::npos) << resumed.output;
 
   const auto a = results_of(reference()), b = results_of(run);
   EXPECT_EQ(a["metrics"]["accuracy"], b["metrics"]["accuracy"]);
   EXPECT_EQ(a["metrics"]["blackbox_accuracy"], b["metrics"]["blackbox_accuracy"]);
+  EXPECT_EQ(a["stages"]["codebook"]["loss"], b["stages"]["codebook"]["loss"]);
   EXPECT_EQ(a["stages"]["head"]["loss"], b["stages"]["head"]["loss"]);
   EXPECT_TRUE(torch::equal(exported(reference() / "model" / "protoquant.pt", "head.weight"),
                            exported(run / "model" / "protoquant.pt", "head.weight")));

@@ -47,9 +47,9 @@ nlohmann::json describe(const ModelSize& size, double accuracy, int64_t prototyp
           {"prototypes", prototypes}};
 }
 
-}  // namespace
-
-absl::StatusOr<nlohmann::json> edit_run(const fs::path& run_dir, const EditOptions& options, Registry& registry) {
+// Applies the edits on a copy of the run's model (the run is opened, never changed) and writes
+// edits/<name>/.
+absl::StatusOr<nlohmann::json> apply_edits(const fs::path& run_dir, const EditOptions& options, Registry& registry) {
   if (options.empty()) return absl::InvalidArgumentError("nothing to edit: give at least one edit option");
   if (options.limit_k && *options.limit_k < 1) return absl::InvalidArgumentError("--limit-k must be >= 1");
   const fs::path manifest = run_dir / "manifest.toml";
@@ -112,12 +112,22 @@ absl::StatusOr<nlohmann::json> edit_run(const fs::path& run_dir, const EditOptio
 
   const std::string name = options.name.empty() ? options.default_name() : options.name;
   const fs::path out = run_dir / "edits" / name;
+  // An earlier edit of the same name stops counting as complete before anything is replaced.
+  std::error_code ec;
+  fs::remove(out / "edit.json", ec);
   PQ_RETURN_IF_ERROR(save_module(head, out / "head.pt"));
   PQ_RETURN_IF_ERROR(export_model(run.model(), spec.resolved, out / "protoquant.pt"));
   record["folder"] = fs::absolute(out).string();
   // edit.json last: its presence means the edit is complete.
   PQ_RETURN_IF_ERROR(write_file_atomic(out / "edit.json", record.dump(2) + "\n"));
   return record;
+}
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> edit_run(const fs::path& run_dir, const EditOptions& options, Registry& registry) {
+  return guard(fmt::format("editing {}", run_dir.string()),
+               [&]() -> absl::StatusOr<nlohmann::json> { return apply_edits(run_dir, options, registry); });
 }
 
 }  // namespace protoquant

@@ -78,6 +78,12 @@ absl::Status ExperimentRun::finish(const std::string& stage, double seconds, nlo
   return write_file_atomic(run_dir_ / "stages" / (stage + ".json"), record.dump(2) + "\n");
 }
 
+// Every stage builds its components from its own seed, so what it builds does not depend on
+// whether the stages before it were trained in this process or loaded by --resume.
+void ExperimentRun::reseed(int stage) const {
+  torch::manual_seed(context_.seed * 1000003ULL + 7919ULL * static_cast<uint64_t>(stage + 1));
+}
+
 TrainOptions ExperimentRun::train_options(const std::string& stage,
                                           std::vector<std::shared_ptr<torch::nn::Module>> modules) {
   TrainOptions options;
@@ -179,6 +185,7 @@ absl::Status ExperimentRun::load_dataset() {
 // Stage 0: the black-box classifier, trained here or brought by the user.
 absl::Status ExperimentRun::blackbox() {
   const auto start = Clock::now();
+  reseed(0);
   PQ_ASSIGN_OR_RETURN(model_.backbone, registry_.backbones.build(spec_.backbone.type, spec_.backbone.params, context_));
   model_.backbone->to(context_.device);
   context_.feature_channels = model_.backbone->channels();
@@ -338,6 +345,7 @@ std::function<torch::Tensor(const Batch&)> ExperimentRun::codebook_objective(con
 // Stage 1: the codebook, learned through the frozen original head.
 absl::Status ExperimentRun::codebook() {
   const auto start = Clock::now();
+  reseed(1);
   PQ_ASSIGN_OR_RETURN(model_.quantizer,
                       registry_.quantizers.build(spec_.quantizer.type, spec_.quantizer.params, context_));
   model_.quantizer->to(context_.device);
@@ -432,6 +440,7 @@ absl::Status ExperimentRun::prune() {
 }
 
 absl::Status ExperimentRun::build_head() {
+  reseed(3);
   context_.prototypes = model_.quantizer->codebook().detach().clone();
   context_.prototype_groups = model_.quantizer->subspaces();
   PQ_ASSIGN_OR_RETURN(model_.head, registry_.heads.build(spec_.head.type, spec_.head.params, context_));

@@ -149,17 +149,30 @@ std::optional<CachedFeatures> FeatureCache::load(const std::string& key) const {
   if (length > mapping->size - sizeof kMagic - sizeof length) return reject("has a truncated header");
   const auto header = nlohmann::json::parse(bytes + sizeof kMagic + sizeof length,
                                             bytes + sizeof kMagic + sizeof length + length, nullptr, false);
-  if (header.is_discarded() || header.value("version", 0) != kVersion) return reject("has an unreadable header");
-  if (header.value("key", "") != key) return reject("belongs to another key (hash collision or tampering)");
-  const auto shape = header["shape"].get<std::vector<int64_t>>();
-  const auto dtype = feature_dtype(header.value("dtype", ""));
-  if (shape.size() != 4 || dtype_name(dtype) != header.value("dtype", "")) return reject("has an unknown layout");
+  // The checksum covers the payload only: every header field is checked for presence and type.
+  if (header.is_discarded() || !header.is_object() || !header.contains("version") ||
+      !header["version"].is_number_integer() || header["version"].get<int>() != kVersion ||
+      !header.contains("key") || !header["key"].is_string() || !header.contains("dtype") ||
+      !header["dtype"].is_string() || !header.contains("shape") || !header["shape"].is_array() ||
+      !header.contains("payload_bytes") || !header["payload_bytes"].is_number_unsigned() ||
+      !header.contains("crc32") || !header["crc32"].is_number_unsigned()) {
+    return reject("has an unreadable header");
+  }
+  if (header["key"].get<std::string>() != key) return reject("belongs to another key (hash collision or tampering)");
+  std::vector<int64_t> shape;
+  for (const auto& d : header["shape"]) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0) return reject("has an unreadable header");
+    shape.push_back(d.get<int64_t>());
+  }
+  const std::string dtype_text = header["dtype"].get<std::string>();
+  const auto dtype = feature_dtype(dtype_text);
+  if (shape.size() != 4 || dtype_name(dtype) != dtype_text) return reject("has an unknown layout");
   const uint64_t start = (sizeof kMagic + sizeof length + length + kAlign - 1) / kAlign * kAlign;
-  const uint64_t payload = header.value("payload_bytes", uint64_t{0});
+  const uint64_t payload = header["payload_bytes"].get<uint64_t>();
   const int64_t n = shape[0];
   const uint64_t expected = n * sizeof(int64_t) + shape[0] * shape[1] * shape[2] * shape[3] * c10::elementSize(dtype);
   if (payload != expected || start + payload != mapping->size) return reject("is truncated or has the wrong size");
-  if (crc32_of(bytes + start, payload) != header.value("crc32", uint32_t{0})) return reject("fails its checksum");
+  if (crc32_of(bytes + start, payload) != header["crc32"].get<uint64_t>()) return reject("fails its checksum");
   auto keep_alive = [mapping](void*) {};
   CachedFeatures out;
   char* base = static_cast<char*>(mapping->data) + start;

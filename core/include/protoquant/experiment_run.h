@@ -72,6 +72,7 @@ class ExperimentRun {
   absl::Status measure_usage();
   std::function<torch::Tensor(const Batch&)> codebook_objective(const TrainSettings& settings);
   absl::Status not_recorded(const std::string& stage) const;
+  void reseed(int stage) const;
   absl::Status build_head();
 
   const ExperimentSpec& spec_;
