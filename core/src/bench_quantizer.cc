@@ -45,6 +45,7 @@ absl::Status bench_quantizer(Registry& registry, const QuantizerBenchOptions& o)
     params.set("metric", o.metric);
     params.set("init", std::string("normal"));
     params.set("search", std::string(o.dtype == "bf16" ? "bf16" : "exact"));
+    if (entry->schema.find("rerank_candidates") != nullptr) params.set("rerank_candidates", o.candidates);
     if (entry->schema.find("subspaces")) params.set("subspaces", o.subspaces);
     BuildContext context;
     context.feature_channels = o.dim;

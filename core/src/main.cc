@@ -137,6 +137,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   bench_quantizer_cmd->add_option("--metric", qb.metric, "euclidean or cosine")
       ->capture_default_str()->check(CLI::IsMember({"euclidean", "cosine"}));
+  bench_quantizer_cmd->add_option("--candidates", qb.candidates, "bf16: candidates re-ranked in fp32 per vector")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   bench_quantizer_cmd->add_option("--repeat", qb.repeat, "timed repetitions (best kept)")->capture_default_str();
   bench_quantizer_cmd->add_option("--threads", qb.threads, "CPU threads (0 = all)")->capture_default_str();
   bench_quantizer_cmd->add_option("--train-iterations", qb.train_iterations, "also k-means-train and report MSE");

@@ -18,6 +18,7 @@ struct QuantizerBenchOptions {
   int64_t subspaces = 8;
   std::string dtype = "fp32";  // fp32: exact search; bf16: bf16 candidates + fp32 re-rank
   std::string metric = "euclidean";
+  int64_t candidates = 4;      // bf16: candidates re-ranked in fp32 per vector
   int64_t repeat = 3;
   int64_t threads = 0;
   int64_t train_iterations = 0;  // > 0: also k-means-train the codebook and report its MSE
