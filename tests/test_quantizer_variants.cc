@@ -1,7 +1,10 @@
 // Variant-specific behaviour of ema_vq, pq and rvq against independent computations.
+#include <algorithm>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "protoquant/codebook_usage.h"
 #include "test_support.h"
 
 namespace protoquant {
@@ -151,6 +154,23 @@ TEST(GroupedHead, EachSubspaceIsAnIndependentPrototypeHead) {
   }
   const auto weight = head->named_parameters()["weight"];
   EXPECT_TRUE(torch::allclose(out.logits, out.presence.mm(torch::relu(weight).t()), 1e-5, 1e-6));
+}
+
+TEST(Pruning, KeepsTheMostUsedCodesPerCodebookWithLowerIndexWinningTies) {
+  torch::manual_seed(12);
+  const auto counts = torch::randint(0, 6, {3, 40}, torch::kInt64);  // many ties
+  const auto kept = most_used_codes(counts, 15);
+  ASSERT_EQ(kept.sizes(), torch::IntArrayRef({3, 15}));
+  for (int64_t m = 0; m < 3; ++m) {
+    // Independent: sort (count desc, index asc) pairs by hand, take 15, order by index.
+    std::vector<std::pair<int64_t, int64_t>> pairs;
+    for (int64_t k = 0; k < 40; ++k) pairs.emplace_back(-counts[m][k].item<int64_t>(), k);
+    std::sort(pairs.begin(), pairs.end());
+    std::vector<int64_t> expected;
+    for (int i = 0; i < 15; ++i) expected.push_back(pairs[i].second);
+    std::sort(expected.begin(), expected.end());
+    for (int i = 0; i < 15; ++i) EXPECT_EQ(kept[m][i].item<int64_t>(), expected[i]) << "codebook " << m << " rank " << i;
+  }
 }
 
 }  // namespace

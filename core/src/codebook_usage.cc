@@ -64,4 +64,10 @@ nlohmann::json UsageStats::to_json(bool with_counts) const {
   return j;
 }
 
+torch::Tensor most_used_codes(const torch::Tensor& counts, int64_t keep) {
+  // A stable descending sort keeps the lower index first among equal counts.
+  const auto order = std::get<1>(counts.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
+  return std::get<0>(order.slice(1, 0, keep).sort(1));
+}
+
 }  // namespace protoquant

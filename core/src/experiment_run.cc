@@ -413,11 +413,7 @@ absl::Status ExperimentRun::prune() {
     PQ_ASSIGN_OR_RETURN(const double before, quantized_accuracy(*validation_features_));
     const auto counts = torch::tensor(quantizer->usage().counts, torch::kInt64).view({quantizer->usage().codebooks, -1});
     const int64_t size = initial - (initial - target) * s / steps;
-    // Most used first; equal counts keep the lower index (stable sort), then the survivors keep
-    // their original order.
-    const auto order = std::get<1>(counts.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
-    const auto keep = std::get<0>(order.slice(1, 0, size).sort(1));
-    PQ_RETURN_IF_ERROR(quantizer->keep_codes(keep));
+    PQ_RETURN_IF_ERROR(quantizer->keep_codes(most_used_codes(counts, size)));
     for (auto& p : quantizer->parameters()) p.set_requires_grad(true);
     quantizer->train();
     std::vector<torch::Tensor> trainable;

@@ -40,4 +40,9 @@ class CodebookUsage {
   torch::Tensor counts_;  // codebooks x codes, int64, on the CPU
 };
 
+// Stage 2 (pruning): per codebook, the `keep` most-used codes of a codebooks x K count matrix,
+// equal counts keeping the lower index, returned in index order (codebooks x keep, int64): what
+// Quantizer::keep_codes takes.
+torch::Tensor most_used_codes(const torch::Tensor& counts, int64_t keep);
+
 }  // namespace protoquant
