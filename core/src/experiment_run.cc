@@ -53,6 +53,25 @@ double accuracy_of(const torch::Tensor& logits, const torch::Tensor& labels) {
   return logits.argmax(1).eq(labels.to(logits.device())).to(torch::kFloat64).mean().item<double>();
 }
 
+// Top-1 accuracy of `logits_of` over `data`, with `module` in eval mode for the pass (its mode is
+// restored after): the validation of every stage.
+absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& data, int64_t batch_size,
+                                     torch::Device device, const std::function<torch::Tensor(const Batch&)>& logits_of,
+                                     const std::string& label) {
+  const bool was_training = module.is_training();
+  module.eval();
+  std::vector<torch::Tensor> labels;
+  auto logits = map_batches(data, batch_size, device,
+                            [&](const Batch& b) {
+                              labels.push_back(b.labels);
+                              return logits_of(b);
+                            },
+                            label);
+  module.train(was_training);
+  if (!logits.ok()) return logits.status();
+  return accuracy_of(*logits, torch::cat(labels));
+}
+
 }  // namespace
 
 ExperimentRun::ExperimentRun(const ExperimentSpec& spec, Registry& registry, fs::path run_dir, RunMode mode)
@@ -212,17 +231,8 @@ absl::Status ExperimentRun::blackbox() {
     TrainOptions options = train_options("blackbox", {backbone});
     options.validate = [&]() -> absl::StatusOr<double> {
       DatasetSource validation(*dataset_, validation_split_, /*augment=*/false);
-      backbone->eval();
-      torch::Tensor labels;
-      std::vector<torch::Tensor> parts;
-      PQ_ASSIGN_OR_RETURN(auto logits, map_batches(validation, settings.eval_batch_size, context_.device,
-                                                   [&](const Batch& b) {
-                                                     parts.push_back(b.labels);
-                                                     return backbone->forward(b.images);
-                                                   },
-                                                   "validate blackbox"));
-      backbone->train();
-      return accuracy_of(logits, torch::cat(parts));
+      return eval_accuracy(*backbone, validation, settings.eval_batch_size, context_.device,
+                           [&](const Batch& b) { return backbone->forward(b.images); }, "validate blackbox");
     };
     backbone->train();
     PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
@@ -276,14 +286,17 @@ absl::Status ExperimentRun::extract_features() {
     }
     return std::make_unique<TensorSource>(features, labels);
   };
-  PQ_ASSIGN_OR_RETURN(train_features_, extract(train_split_));
+  // An opened run trains nothing: it needs the evaluation features only.
+  if (mode_ != RunMode::kOpen) {
+    PQ_ASSIGN_OR_RETURN(train_features_, extract(train_split_));
+  }
   PQ_ASSIGN_OR_RETURN(eval_features_, extract(eval_split_));
   validation_features_ = eval_features_.get();
   if (validation_split_ != eval_split_) {
     PQ_ASSIGN_OR_RETURN(separate_validation_features_, extract(validation_split_));
     validation_features_ = separate_validation_features_.get();
   }
-  const auto& f = train_features_->inputs();
+  const auto& f = (train_features_ ? train_features_ : eval_features_)->inputs();
   record["shape"] = std::vector<int64_t>(f.sizes().begin() + 1, f.sizes().end());
   record["dtype"] = exp.get_string("feature_dtype");
   record["bytes_per_image"] = f.numel() / std::max<int64_t>(1, f.size(0)) * f.element_size();
@@ -293,32 +306,22 @@ absl::Status ExperimentRun::extract_features() {
 }
 
 absl::StatusOr<double> ExperimentRun::quantized_accuracy(TensorSource& features) {
-  auto quantizer = model_.quantizer;
-  const bool was_training = quantizer->is_training();
-  quantizer->eval();
-  PQ_ASSIGN_OR_RETURN(torch::Tensor logits,
-                      map_batches(features, spec_.stages.at("codebook").get_int("eval_batch_size"), context_.device,
-                                  [&](const Batch& b) {
-                                    return model_.backbone->classify(quantizer->quantize(b.images).quantized);
-                                  },
-                                  "g(Zq)"));
-  quantizer->train(was_training);
-  return accuracy_of(logits, features.labels());
+  return eval_accuracy(*model_.quantizer, features, spec_.stages.at("codebook").get_int("eval_batch_size"),
+                       context_.device,
+                       [&](const Batch& b) {
+                         return model_.backbone->classify(model_.quantizer->quantize(b.images).quantized);
+                       },
+                       "g(Zq)");
 }
 
 absl::StatusOr<double> ExperimentRun::head_accuracy(TensorSource& features) {
-  auto head = model_.head;
-  const bool was_training = head->is_training();
-  head->eval();
-  PQ_ASSIGN_OR_RETURN(torch::Tensor logits,
-                      map_batches(features, spec_.stages.at("head").get_int("eval_batch_size"), context_.device,
-                                  [&](const Batch& b) { return head->forward(b.images).logits; }, "head"));
-  head->train(was_training);
-  return accuracy_of(logits, features.labels());
+  return eval_accuracy(*model_.head, features, spec_.stages.at("head").get_int("eval_batch_size"), context_.device,
+                       [&](const Batch& b) { return model_.head->forward(b.images).logits; }, "head");
 }
 
 // Usage over the whole evaluation split, and how well g classifies quantized maps.
 absl::Status ExperimentRun::measure_usage() {
+  if (mode_ == RunMode::kOpen) return absl::OkStatus();  // an opened run reports nothing
   model_.quantizer->reset_usage();
   PQ_ASSIGN_OR_RETURN(const double accuracy, quantized_accuracy(*eval_features_));
   const auto usage = model_.quantizer->usage();
@@ -411,7 +414,8 @@ absl::Status ExperimentRun::prune() {
     // Usage on the validation split decides which codes go.
     quantizer->reset_usage();
     PQ_ASSIGN_OR_RETURN(const double before, quantized_accuracy(*validation_features_));
-    const auto counts = torch::tensor(quantizer->usage().counts, torch::kInt64).view({quantizer->usage().codebooks, -1});
+    const UsageStats usage = quantizer->usage();
+    const auto counts = torch::tensor(usage.counts, torch::kInt64).view({usage.codebooks, -1});
     const int64_t size = initial - (initial - target) * s / steps;
     PQ_RETURN_IF_ERROR(quantizer->keep_codes(most_used_codes(counts, size)));
     for (auto& p : quantizer->parameters()) p.set_requires_grad(true);
