@@ -2,7 +2,6 @@
 
 #include "codebook_init.h"
 #include "kept_codes.h"
-#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -74,14 +73,7 @@ Quantized EmaVectorQuantizer::quantize(const torch::Tensor& features) {
 }
 
 absl::Status EmaVectorQuantizer::keep_codes(const torch::Tensor& keep) {
-  PQ_RETURN_IF_ERROR(check_kept_codes(keep, 1, options_.codes));
-  torch::NoGradGuard no_grad;
-  codebook_.set_data(select_codes(codebook_.unsqueeze(0), keep)[0]);
-  ema_sum_.set_data(select_codes(ema_sum_.unsqueeze(0), keep)[0]);
-  ema_count_.set_data(ema_count_.index_select(0, keep[0].to(ema_count_.device())));
-  options_.codes = keep.size(1);
-  usage_ = CodebookUsage(1, options_.codes);
-  return absl::OkStatus();
+  return keep_codebook_rows(keep, 1, {codebook_, ema_sum_, ema_count_}, options_.codes, usage_);
 }
 
 }  // namespace protoquant::quantizers

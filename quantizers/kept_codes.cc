@@ -1,10 +1,10 @@
 #include "kept_codes.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 namespace protoquant::quantizers {
+namespace {
 
 absl::Status check_kept_codes(const torch::Tensor& keep, int64_t codebooks, int64_t codes) {
   if (!keep.defined() || keep.dim() != 2 || keep.size(0) != codebooks || keep.scalar_type() != torch::kInt64) {
@@ -24,9 +24,28 @@ absl::Status check_kept_codes(const torch::Tensor& keep, int64_t codebooks, int6
   return absl::OkStatus();
 }
 
+// books: codebooks x K x d -> codebooks x K' x d, row m keeping keep[m].
 torch::Tensor select_codes(const torch::Tensor& books, const torch::Tensor& keep) {
   const auto index = keep.to(books.device()).unsqueeze(2).expand({keep.size(0), keep.size(1), books.size(2)});
   return books.gather(1, index).contiguous();
+}
+
+}  // namespace
+
+absl::Status keep_codebook_rows(const torch::Tensor& keep, int64_t codebooks, std::vector<torch::Tensor> books,
+                                int64_t& codes, CodebookUsage& usage) {
+  if (absl::Status status = check_kept_codes(keep, codebooks, codes); !status.ok()) return status;
+  torch::NoGradGuard no_grad;
+  for (auto& book : books) {
+    const bool grouped = book.dim() == 3;
+    auto shape = book.sizes().vec();
+    shape[grouped ? 1 : 0] = keep.size(1);
+    const auto rows = grouped ? book : book.reshape({1, book.size(0), -1});
+    book.set_data(select_codes(rows, keep).reshape(shape));  // the same TensorImpl as the member
+  }
+  codes = keep.size(1);
+  usage = CodebookUsage(codebooks, codes);
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::quantizers

@@ -2,7 +2,6 @@
 
 #include "codebook_init.h"
 #include "kept_codes.h"
-#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -69,12 +68,7 @@ Quantized ResidualQuantizer::quantize(const torch::Tensor& features) {
 }
 
 absl::Status ResidualQuantizer::keep_codes(const torch::Tensor& keep) {
-  PQ_RETURN_IF_ERROR(check_kept_codes(keep, options_.levels, options_.codes));
-  torch::NoGradGuard no_grad;
-  codebooks_.set_data(select_codes(codebooks_, keep));
-  options_.codes = keep.size(1);
-  usage_ = CodebookUsage(options_.levels, options_.codes);
-  return absl::OkStatus();
+  return keep_codebook_rows(keep, options_.levels, {codebooks_}, options_.codes, usage_);
 }
 
 }  // namespace protoquant::quantizers

@@ -5,7 +5,6 @@
 
 #include "codebook_init.h"
 #include "kept_codes.h"
-#include "protoquant/status.h"
 
 namespace protoquant::quantizers {
 
@@ -38,12 +37,7 @@ Quantized VectorQuantizer::quantize(const torch::Tensor& features) {
 }
 
 absl::Status VectorQuantizer::keep_codes(const torch::Tensor& keep) {
-  PQ_RETURN_IF_ERROR(check_kept_codes(keep, 1, options_.codes));
-  torch::NoGradGuard no_grad;
-  codebook_.set_data(select_codes(codebook_.unsqueeze(0), keep)[0]);
-  options_.codes = keep.size(1);
-  usage_ = CodebookUsage(1, options_.codes);
-  return absl::OkStatus();
+  return keep_codebook_rows(keep, 1, {codebook_}, options_.codes, usage_);
 }
 
 }  // namespace protoquant::quantizers
