@@ -23,3 +23,15 @@ function(protoquant_use_pch target)
     endif()
   endif()
 endfunction()
+
+# protoquant_openmp_source(TARGET SOURCE)
+# Compiles one source of TARGET with OpenMP: ATen's inline at::parallel_for only runs in parallel
+# in code built with -fopenmp (without it, it silently runs on one thread). The file skips the
+# shared PCH and the unity build, which are built without -fopenmp, and links LibTorch's libgomp.
+function(protoquant_openmp_source target source)
+  set_source_files_properties(${source} PROPERTIES
+    COMPILE_OPTIONS "-fopenmp"
+    SKIP_PRECOMPILE_HEADERS ON
+    SKIP_UNITY_BUILD_INCLUSION ON)
+  target_link_options(${target} PRIVATE -fopenmp)
+endfunction()

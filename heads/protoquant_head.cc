@@ -1,6 +1,7 @@
 #include "protoquant_head.h"
 
 #include "presence.h"
+#include "presence_cpu.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -55,27 +56,52 @@ HeadOutput ProtoQuantHead::forward_chunk(const torch::Tensor& features) {
   const int64_t p = prototypes_.size(0), k = p / m, n = b * h * w;
   // Cosine similarity of every cell to every prototype as one GEMM per sub-space (one GEMM in
   // all when there is a single sub-space): (M x B*H*W x d) (M x d x K).
-  const auto z = features.permute({0, 2, 3, 1}).reshape({n, m, sub}).transpose(0, 1);
-  const auto zn = z / z.norm(2, 2, true).clamp_min(options_.eps);
   const int64_t q = competitors_.size(0);  // 0 unless prototypes were removed by editing
   const auto e = (q == 0 ? prototypes_ : torch::cat({prototypes_, competitors_})).view({m, k + q, sub});
-  const auto en = e / e.norm(2, 2, true).clamp_min(options_.eps);
-  // 1/tau is folded into the (small) prototype side; the GEMMs run in the compute dtype (bf16:
-  // oneDNN's bf16 kernels, fp32 accumulation), everything after the head's output in fp32.
+  // The GEMMs run in the compute dtype (bf16: oneDNN's bf16 kernels, fp32 accumulation),
+  // everything after the head's output in fp32.
   const auto compute = options_.bf16 ? torch::kBFloat16 : features.scalar_type();
-  const auto zc = zn.to(compute);
-  const auto ec = en.mul(1.0 / options_.temperature).to(compute);
+  auto normalised_cells = [&] {  // M x B*H*W x d in the compute dtype
+    const auto z = features.permute({0, 2, 3, 1}).reshape({n, m, sub}).transpose(0, 1);
+    return (z / z.norm(2, 2, true).clamp_min(options_.eps)).to(compute);
+  };
   HeadOutput out;
   if (is_training() && q == 0) {
     // Training needs neither the similarity maps nor the softmax outside its max: one fused node.
-    const auto presence = prototype_presence(zc, ec, b).to(features.scalar_type());  // M x B x K
+    // Frozen features (the usual case) go in raw, in one copy that also converts them, with their
+    // inverse norms as the node's row scale: no pass to normalise them.
+    torch::Tensor rows, row_scale;
+    if (features.requires_grad()) {
+      rows = normalised_cells();
+    } else {
+      std::tie(rows, row_scale) = cells_and_inverse_norms(features, m, compute, options_.eps);
+      if (!rows.defined()) {  // not an fp32 CPU map: the same with ATen operations
+        rows = torch::empty({b, h, w, m * sub}, features.options().dtype(compute))
+                   .copy_(features.permute({0, 2, 3, 1}))
+                   .view({n, m, sub})
+                   .transpose(0, 1);
+        // square().sum() rather than linalg_vector_norm: the latter reduces this strided axis ~10x slower.
+        row_scale = features.view({b, m, sub, h, w})
+                        .square()
+                        .sum(2, false, torch::kFloat32)
+                        .sqrt_()
+                        .clamp_min_(options_.eps)
+                        .reciprocal()
+                        .permute({1, 0, 2, 3})
+                        .reshape({m, n});
+      }
+    }
+    const auto presence =
+        prototype_presence(rows, e, b, options_.temperature, row_scale, options_.eps).to(features.scalar_type());
     out.presence = presence.permute({1, 0, 2}).reshape({b, p});
     out.logits = class_logits(out.presence);
     return out;
   }
   // Everything below stays in the GEMM's M x (B*H*W) x K layout, so the largest tensors are never
-  // copied into another layout.
-  auto scaled = torch::bmm(zc, ec.transpose(1, 2));  // S / tau
+  // copied into another layout. 1/tau is folded into the (small) prototype side.
+  const auto en = e / e.norm(2, 2, true).clamp_min(options_.eps);
+  const auto ec = en.mul(1.0 / options_.temperature).to(compute);
+  auto scaled = torch::bmm(normalised_cells(), ec.transpose(1, 2));  // S / tau
   // Softmax over the prototypes of one sub-space, then the max over locations.
   auto soft = torch::softmax(scaled, 2);
   if (q > 0) {

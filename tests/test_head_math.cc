@@ -1,10 +1,12 @@
 // The protoquant head against an independent scalar computation of METHOD.md's formulas.
 #include <cmath>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "heads/presence.h"
+#include "heads/presence_cpu.h"
 #include "protoquant/model_size.h"
 #include "test_support.h"
 
@@ -166,17 +168,20 @@ TEST(ModelSize, CountsAsDefined) {
 TEST(FusedPresence, ValueAndGradientsMatchAutogradOfTheFormula) {
   torch::manual_seed(6);
   const int64_t groups = 2, batch = 3, cells = 5, k = 7, d = 4;
+  const double tau = 0.5, eps = 1e-6;
   const auto zn0 = torch::randn({groups, batch * cells, d}, torch::kFloat64);
-  const auto en0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;
+  const auto e0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;
+  e0[1][3].zero_();  // a zero prototype: its norm is clamped to eps
   const auto upstream = torch::randn({groups, batch, k}, torch::kFloat64);
   auto run = [&](bool fused) {
     auto zn = zn0.clone().requires_grad_(true);
-    auto en = en0.clone().requires_grad_(true);
+    auto en = e0.clone().requires_grad_(true);  // raw prototypes
     torch::Tensor presence;
     if (fused) {
-      presence = heads::prototype_presence(zn, en, batch);
+      presence = heads::prototype_presence(zn, en, batch, tau, {}, eps);
     } else {  // the formula, differentiated by autograd
-      presence = torch::softmax(torch::bmm(zn, en.transpose(1, 2)), 2).view({groups, batch, cells, k}).amax(2);
+      const auto unit = en / en.norm(2, 2, true).clamp_min(eps) / tau;
+      presence = torch::softmax(torch::bmm(zn, unit.transpose(1, 2)), 2).view({groups, batch, cells, k}).amax(2);
     }
     (presence * upstream).sum().backward();
     return std::make_tuple(presence.detach(), zn.grad(), en.grad());
@@ -186,6 +191,69 @@ TEST(FusedPresence, ValueAndGradientsMatchAutogradOfTheFormula) {
   EXPECT_TRUE(torch::allclose(p1, p2, 1e-12, 1e-12));
   EXPECT_TRUE(torch::allclose(ge1, ge2, 1e-10, 1e-12)) << ge1 - ge2;
   EXPECT_TRUE(torch::allclose(gz1, gz2, 1e-10, 1e-12)) << gz1 - gz2;
+}
+
+// The CPU passes (presence_cpu.cc) against the formula in fp64 through autograd, with raw cells
+// and their inverse norms as the row scale, several groups and a K that is not a multiple of any
+// vector width.
+TEST(FusedPresence, CpuPassesMatchTheFormulaInFp64) {
+  torch::manual_seed(7);
+  const int64_t groups = 2, batch = 3, cells = 5, k = 37, d = 6;
+  const auto z0 = torch::randn({groups, batch * cells, d}, torch::kFloat64) * 3;
+  const auto scale = 1.0 / z0.norm(2, 2);
+  const auto en0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;  // raw prototypes, tau = 0.1
+  const auto upstream = torch::randn({groups, batch, k}, torch::kFloat64);
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    // The reference starts from the same (rounded) inputs, so only the passes' arithmetic differs.
+    const auto zr = z0.to(dtype).to(torch::kFloat64), er = en0.to(dtype).to(torch::kFloat64);
+    // Prototypes stay fp32 (as the head's parameters do); only the GEMM side is rounded.
+    auto z = zr.to(dtype).requires_grad_(true), en = er.to(torch::kFloat32).requires_grad_(true);
+    const auto presence = heads::prototype_presence(z, en, batch, 0.1, scale.to(torch::kFloat32));
+    EXPECT_EQ(presence.scalar_type(), torch::kFloat32);
+    (presence * upstream.to(torch::kFloat32)).sum().backward();
+    auto zx = zr.clone().requires_grad_(true), ex = er.clone().requires_grad_(true);
+    const auto s = torch::bmm(zx * scale.unsqueeze(2), (ex / ex.norm(2, 2, true) / 0.1).transpose(1, 2));
+    const auto expected = torch::softmax(s, 2).view({groups, batch, cells, k}).amax(2);
+    (expected * upstream).sum().backward();
+    // bf16 keeps the similarities (|S| <= 10) to 8 bits, so its softmax is good to a few per cent.
+    const double tolerance = dtype == torch::kFloat32 ? 2e-5 : 0.05;
+    const auto close = [&](const torch::Tensor& a, const torch::Tensor& b) {
+      return (a.to(torch::kFloat64) - b).abs().max().item<double>() <= tolerance * (1.0 + b.abs().max().item<double>());
+    };
+    EXPECT_TRUE(close(presence.detach(), expected.detach())) << dtype;
+    EXPECT_TRUE(close(en.grad(), ex.grad())) << dtype << (en.grad().to(torch::kFloat64) - ex.grad()).abs().max();
+    EXPECT_TRUE(close(z.grad(), zx.grad())) << dtype << (z.grad().to(torch::kFloat64) - zx.grad()).abs().max();
+  }
+}
+
+TEST(FusedPresence, CellRowsAndInverseNormsMatchATen) {
+  torch::manual_seed(12);
+  const int64_t b = 3, groups = 2, d = 21, h = 4, w = 5;
+  const auto nchw = torch::randn({b, groups * d, h, w});
+  nchw[1].select(1, 2).select(1, 3).zero_();  // a zero cell: its norm is clamped to eps
+  const auto reference = nchw.permute({0, 2, 3, 1}).reshape({-1, groups, d}).transpose(0, 1);  // G x N x d
+  for (const auto& features : {nchw, nchw.contiguous(at::MemoryFormat::ChannelsLast)}) {
+    for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      const auto [rows, inverse_norm] = heads::cells_and_inverse_norms(features, groups, dtype, 1e-6);
+      ASSERT_TRUE(rows.defined());
+      EXPECT_EQ(rows.scalar_type(), dtype);
+      EXPECT_TRUE(torch::equal(rows, reference.to(dtype)));
+      const auto expected = 1.0 / reference.to(dtype).to(torch::kFloat64).norm(2, 2).clamp_min(1e-6);
+      EXPECT_TRUE(torch::allclose(inverse_norm.to(torch::kFloat64), expected, 1e-5, 0)) << dtype;
+    }
+  }
+  EXPECT_FALSE(heads::cells_and_inverse_norms(nchw.to(torch::kFloat64), groups, torch::kFloat64, 1e-6).first.defined());
+}
+
+TEST(FusedPresence, NonFiniteSimilaritiesAreAnErrorNotAPresence) {
+  auto z = torch::randn({1, 4, 3});
+  z[0][2][1] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    heads::prototype_presence(z, torch::randn({1, 5, 3}), 2, 0.1);
+    ADD_FAILURE() << "no error";
+  } catch (const c10::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("non-finite"), std::string::npos) << error.what();
+  }
 }
 
 TEST(ProtoQuantHead, Bf16ModeStaysCloseToFp32) {

@@ -1,0 +1,284 @@
+#include "presence_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "protoquant/cpu_clones.h"
+
+namespace protoquant::heads {
+namespace {
+
+using bf16_bits = uint16_t;
+
+// exp(x) to 1e-7 relative for x in [-87, 88] (Cephes' expf: range reduction by ln 2 and a
+// degree-6 polynomial), branch-free so that it vectorises; std::exp does not.
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) in the low bits
+  const float n = shifted - 12582912.0f;
+  const int32_t exponent = __builtin_bit_cast(int32_t, shifted) - 0x4B400000;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * __builtin_bit_cast(float, (exponent + 127) << 23);
+}
+
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const bf16_bits* p, int64_t i) { return __builtin_bit_cast(float, uint32_t{p[i]} << 16); }
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(bf16_bits* p, int64_t i, float v) {  // round to nearest even; values are finite
+  uint32_t bits = __builtin_bit_cast(uint32_t, v);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  p[i] = static_cast<bf16_bits>(bits >> 16);
+}
+
+// e = exp(scale * s - max), returns sum(e).
+template <typename T>
+inline __attribute__((always_inline)) float exp_row(const T* s, float scale, float* e, int64_t k) {
+  float top = -INFINITY;
+#pragma omp simd reduction(max : top)
+  for (int64_t i = 0; i < k; ++i) {
+    const float v = load(s, i) * scale;
+    e[i] = v;
+    top = v > top ? v : top;
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < k; ++i) {
+    e[i] = exp_approx(e[i] - top);
+    sum += e[i];
+  }
+  return sum;
+}
+
+// y = e * inverse_sum, and the running max over the image's cells.
+template <typename T>
+inline __attribute__((always_inline)) void finish_row(const float* e, float inverse_sum, T* y, float* best,
+                                                      int32_t* cell_of_best, int32_t cell, int64_t k) {
+#pragma omp simd
+  for (int64_t i = 0; i < k; ++i) {
+    const float v = e[i] * inverse_sum;
+    store(y, i, v);
+    const bool better = v > best[i];
+    best[i] = better ? v : best[i];
+    cell_of_best[i] = better ? cell : cell_of_best[i];
+  }
+}
+
+// y = scale * ([argmax == cell] w - y * s_cell), in place.
+template <typename T>
+inline __attribute__((always_inline)) void backward_row(T* y, const float* w, const int32_t* cell_of_best,
+                                                        int32_t cell, float s_cell, float scale, int64_t k) {
+#pragma omp simd
+  for (int64_t i = 0; i < k; ++i) {
+    const float sparse = cell_of_best[i] == cell ? w[i] : 0.0f;
+    store(y, i, (sparse - load(y, i) * s_cell) * scale);
+  }
+}
+
+PQ_CPU_CLONES float exp_row_f32(const float* s, float scale, float* e, int64_t k) { return exp_row(s, scale, e, k); }
+PQ_CPU_CLONES float exp_row_bf16(const bf16_bits* s, float scale, float* e, int64_t k) {
+  return exp_row(s, scale, e, k);
+}
+PQ_CPU_CLONES void finish_row_f32(const float* e, float inv, float* y, float* best, int32_t* at, int32_t cell,
+                                  int64_t k) {
+  finish_row(e, inv, y, best, at, cell, k);
+}
+PQ_CPU_CLONES void finish_row_bf16(const float* e, float inv, bf16_bits* y, float* best, int32_t* at, int32_t cell,
+                                   int64_t k) {
+  finish_row(e, inv, y, best, at, cell, k);
+}
+PQ_CPU_CLONES void backward_row_f32(float* y, const float* w, const int32_t* at, int32_t cell, float s_cell,
+                                    float scale, int64_t k) {
+  backward_row(y, w, at, cell, s_cell, scale, k);
+}
+PQ_CPU_CLONES void backward_row_bf16(bf16_bits* y, const float* w, const int32_t* at, int32_t cell, float s_cell,
+                                     float scale, int64_t k) {
+  backward_row(y, w, at, cell, s_cell, scale, k);
+}
+
+float exp_row_any(const float* s, float scale, float* e, int64_t k) { return exp_row_f32(s, scale, e, k); }
+float exp_row_any(const bf16_bits* s, float scale, float* e, int64_t k) { return exp_row_bf16(s, scale, e, k); }
+void finish_row_any(const float* e, float inv, float* y, float* best, int32_t* at, int32_t cell, int64_t k) {
+  finish_row_f32(e, inv, y, best, at, cell, k);
+}
+void finish_row_any(const float* e, float inv, bf16_bits* y, float* best, int32_t* at, int32_t cell, int64_t k) {
+  finish_row_bf16(e, inv, y, best, at, cell, k);
+}
+void backward_row_any(float* y, const float* w, const int32_t* at, int32_t cell, float s, float scale, int64_t k) {
+  backward_row_f32(y, w, at, cell, s, scale, k);
+}
+void backward_row_any(bf16_bits* y, const float* w, const int32_t* at, int32_t cell, float s, float scale,
+                      int64_t k) {
+  backward_row_bf16(y, w, at, cell, s, scale, k);
+}
+
+// Copies one cell's d values, rounded to T, and returns the sum of their squares as rounded.
+template <typename T>
+inline __attribute__((always_inline)) float copy_row(const float* in, T* out, int64_t d) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < d; ++i) {
+    store(out, i, in[i]);
+    const float v = load(out, i);
+    sum += v * v;
+  }
+  return sum;
+}
+
+PQ_CPU_CLONES float copy_row_f32(const float* in, float* out, int64_t d) { return copy_row(in, out, d); }
+PQ_CPU_CLONES float copy_row_bf16(const float* in, bf16_bits* out, int64_t d) { return copy_row(in, out, d); }
+float copy_row_any(const float* in, float* out, int64_t d) { return copy_row_f32(in, out, d); }
+float copy_row_any(const float* in, bf16_bits* out, int64_t d) { return copy_row_bf16(in, out, d); }
+
+template <typename T>
+void copy_cells(const float* in, T* out, float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps) {
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t cell = begin; cell < end; ++cell) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t offset = cell * groups * d + g * d;
+        const float norm = std::sqrt(copy_row_any(in + offset, out + offset, d));
+        inverse_norm[g * n + cell] = 1.0f / std::max(norm, eps);
+      }
+    }
+  });
+}
+
+template <typename T>
+T* data_of(torch::Tensor& t) {
+  return reinterpret_cast<T*>(t.data_ptr());
+}
+
+struct Geometry {
+  int64_t groups, batch, cells, k;
+};
+
+Geometry geometry_of(const torch::Tensor& s, const torch::Tensor& row_scale, int64_t batch) {
+  TORCH_CHECK(presence_cpu_supports(s), "presence: contiguous CPU fp32/bf16 similarities expected");
+  TORCH_CHECK(batch > 0 && s.size(1) % batch == 0, "presence: N is not a multiple of the batch");
+  TORCH_CHECK(!row_scale.defined() || (row_scale.scalar_type() == torch::kFloat32 && row_scale.is_contiguous() &&
+                                       row_scale.numel() == s.size(0) * s.size(1)),
+              "presence: row_scale must be a contiguous fp32 G x N tensor");
+  return {s.size(0), batch, s.size(1) / batch, s.size(2)};
+}
+
+template <typename T>
+void forward_images(torch::Tensor& s, const torch::Tensor& row_scale, const Geometry& g, torch::Tensor& presence,
+                    torch::Tensor& argmax) {
+  T* y = data_of<T>(s);
+  const float* scale = row_scale.defined() ? row_scale.data_ptr<float>() : nullptr;
+  float* best = presence.data_ptr<float>();
+  int32_t* at = argmax.data_ptr<int32_t>();
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, g.groups * g.batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> e(g.k);
+    for (int64_t image = begin; image < end; ++image) {  // image = group * batch + b
+      float* image_best = best + image * g.k;
+      int32_t* image_at = at + image * g.k;
+      std::fill(image_best, image_best + g.k, -1.0f);  // below any softmax value
+      for (int64_t cell = 0; cell < g.cells; ++cell) {
+        const int64_t row = image * g.cells + cell;
+        const float sum = exp_row_any(y + row * g.k, scale ? scale[row] : 1.0f, e.data(), g.k);
+        if (!std::isfinite(sum)) finite = false;
+        finish_row_any(e.data(), 1.0f / sum, y + row * g.k, image_best, image_at, static_cast<int32_t>(cell), g.k);
+      }
+    }
+  });
+  TORCH_CHECK(finite.load(), "protoquant head: non-finite similarities (NaN or infinite features or prototypes)");
+}
+
+template <typename T>
+void backward_images(torch::Tensor& y_tensor, const torch::Tensor& presence, const torch::Tensor& argmax,
+                     const torch::Tensor& grad, const torch::Tensor& row_scale, const Geometry& g) {
+  T* y = data_of<T>(y_tensor);
+  const float* scale = row_scale.defined() ? row_scale.data_ptr<float>() : nullptr;
+  const float* p = presence.data_ptr<float>();
+  const float* dp = grad.data_ptr<float>();
+  const int32_t* at = argmax.data_ptr<int32_t>();
+  at::parallel_for(0, g.groups * g.batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(g.k), s_cell(g.cells);
+    for (int64_t image = begin; image < end; ++image) {
+      const int32_t* image_at = at + image * g.k;
+      std::fill(s_cell.begin(), s_cell.end(), 0.0f);
+      for (int64_t i = 0; i < g.k; ++i) {  // w = dP y at the argmax cells; s = its sum per cell
+        w[i] = dp[image * g.k + i] * p[image * g.k + i];
+        s_cell[image_at[i]] += w[i];
+      }
+      for (int64_t cell = 0; cell < g.cells; ++cell) {
+        const int64_t row = image * g.cells + cell;
+        backward_row_any(y + row * g.k, w.data(), image_at, static_cast<int32_t>(cell), s_cell[cell],
+                         scale ? scale[row] : 1.0f, g.k);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Tensor& features, int64_t groups,
+                                                                torch::ScalarType dtype, double eps) {
+  if (!features.device().is_cpu() || features.scalar_type() != torch::kFloat32 || features.dim() != 4 ||
+      features.size(1) % groups != 0 || (dtype != torch::kFloat32 && dtype != torch::kBFloat16)) {
+    return {};
+  }
+  const int64_t b = features.size(0), dim = features.size(1), n = b * features.size(2) * features.size(3);
+  const int64_t d = dim / groups;
+  // N x D rows: a view of channels-last maps (backbones and the feature cache give those), a copy
+  // of any other.
+  const auto in = features.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});
+  auto rows = torch::empty({n, dim}, features.options().dtype(dtype));
+  auto inverse_norm = torch::empty({groups, n}, features.options());
+  if (dtype == torch::kBFloat16) {
+    copy_cells(in.data_ptr<float>(), data_of<bf16_bits>(rows), inverse_norm.data_ptr<float>(), n, groups, d,
+               static_cast<float>(eps));
+  } else {
+    copy_cells(in.data_ptr<float>(), rows.data_ptr<float>(), inverse_norm.data_ptr<float>(), n, groups, d,
+               static_cast<float>(eps));
+  }
+  return {rows.view({n, groups, d}).transpose(0, 1), inverse_norm};
+}
+
+bool presence_cpu_supports(const torch::Tensor& s) {
+  return s.device().is_cpu() && s.dim() == 3 && s.is_contiguous() &&
+         (s.scalar_type() == torch::kFloat32 || s.scalar_type() == torch::kBFloat16);
+}
+
+std::pair<torch::Tensor, torch::Tensor> softmax_max_over_cells_(torch::Tensor& s, const torch::Tensor& row_scale,
+                                                                int64_t batch) {
+  const Geometry g = geometry_of(s, row_scale, batch);
+  auto presence = torch::empty({g.groups, g.batch, g.k}, s.options().dtype(torch::kFloat32));
+  auto argmax = torch::empty({g.groups, g.batch, g.k}, s.options().dtype(torch::kInt32));
+  if (s.scalar_type() == torch::kBFloat16) {
+    forward_images<bf16_bits>(s, row_scale, g, presence, argmax);
+  } else {
+    forward_images<float>(s, row_scale, g, presence, argmax);
+  }
+  return {presence, argmax};
+}
+
+void softmax_max_over_cells_backward_(torch::Tensor& y, const torch::Tensor& presence, const torch::Tensor& argmax,
+                                      const torch::Tensor& grad_presence, const torch::Tensor& row_scale,
+                                      int64_t batch) {
+  const Geometry g = geometry_of(y, row_scale, batch);
+  const auto grad = grad_presence.to(torch::kFloat32).contiguous();
+  TORCH_CHECK(grad.sizes() == presence.sizes() && argmax.scalar_type() == torch::kInt32,
+              "presence backward: gradient, presence and argmax must be G x B x K");
+  if (y.scalar_type() == torch::kBFloat16) {
+    backward_images<bf16_bits>(y, presence, argmax, grad, row_scale, g);
+  } else {
+    backward_images<float>(y, presence, argmax, grad, row_scale, g);
+  }
+}
+
+}  // namespace protoquant::heads
