@@ -1,5 +1,7 @@
 #include "assignment.h"
 
+#include "rerank_cpu.h"
+
 #include <stdexcept>
 
 namespace protoquant::quantizers {
@@ -46,14 +48,17 @@ torch::Tensor scores(const torch::Tensor& vectors, const ScoreTerms& t) {
   return torch::stack(parts);
 }
 
-// `low`: the same terms in bf16, converted once per search (not per chunk).
+// `low`: the weights in bf16, converted once per search (not per chunk).
 torch::Tensor search_chunk(const torch::Tensor& vectors, const ScoreTerms& t, const ScoreTerms& low,
                            const SearchOptions& search) {
   if (!search.bf16) return scores(vectors, t).argmax(2);
   const int64_t k = t.weights.size(1);
   const int64_t c = std::min(search.candidates, k);
-  // Candidates from the bf16 GEMM, then the exact fp32 score of just those.
-  const auto candidates = std::get<1>(scores(vectors.to(torch::kBFloat16), low).topk(c, 2));  // M x n x c
+  // Candidates from the bf16 GEMM (the bias added in fp32), then the exact fp32 score of just those.
+  const auto approximate = scores(vectors.to(torch::kBFloat16), low);
+  if (rerank_cpu_supports(approximate, vectors)) return rerank_candidates(approximate, vectors, t.weights, t.bias, c);
+  // Elsewhere (CUDA), the same with ATen operations.
+  const auto candidates = std::get<1>((t.bias.defined() ? approximate + t.bias : approximate).topk(c, 2));  // M x n x c
   const int64_t m = candidates.size(0), n = candidates.size(1), d = t.weights.size(2);
   const auto offsets = (torch::arange(m, candidates.options()) * k).view({m, 1, 1});
   const auto rows = (candidates + offsets).reshape({-1});
@@ -75,11 +80,8 @@ torch::Tensor nearest_codes(const torch::Tensor& vectors, const torch::Tensor& c
                             const SearchOptions& search) {
   torch::NoGradGuard no_grad;
   const auto terms = score_terms(codebooks, metric);
-  ScoreTerms low;
-  if (search.bf16) {
-    low.weights = terms.weights.to(torch::kBFloat16);
-    if (terms.bias.defined()) low.bias = terms.bias.to(torch::kBFloat16);
-  }
+  ScoreTerms low;  // the bf16 search's GEMM side; its bias is added in fp32
+  if (search.bf16) low.weights = terms.weights.to(torch::kBFloat16);
   const auto input = vectors.detach();
   // Rows in chunks so the score matrix stays near 8 MiB: cache-friendly for the argmax, and under
   // glibc's 32 MiB mmap limit, so its memory is reused instead of faulted in afresh each chunk.

@@ -1,10 +1,12 @@
 // Variant-specific behaviour of ema_vq, pq and rvq against independent computations.
 #include <algorithm>
+#include <cmath>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "protoquant/codebook_usage.h"
+#include "quantizers/rerank_cpu.h"
 #include "test_support.h"
 
 namespace protoquant {
@@ -109,6 +111,36 @@ TEST(Bf16Search, AgreesWithTheExactSearchAndEncodeMatchesQuantize) {
     const auto from_encode = exact->encode(features.permute({0, 2, 3, 1}).reshape({-1, d}));
     EXPECT_TRUE(torch::equal(from_quantize, from_encode)) << name;
   }
+}
+
+// The CPU re-rank pass against ATen: topk of the bf16 scores plus bias, then the exact fp32 best
+// of those, over two sub-spaces whose vectors are strided views (as PQ passes them), with K not a
+// multiple of the 16-score blocks, and every candidate count from 1 to all K.
+TEST(Bf16Search, RerankPassMatchesTopkThenExactArgmax) {
+  torch::manual_seed(11);
+  const int64_t m = 2, n = 300, k = 75, d = 10;
+  const auto rows = torch::randn({n, m * d});
+  const auto vectors = rows.view({n, m, d}).transpose(0, 1);  // M x n x d, row stride M*d
+  const auto weights = torch::randn({m, k, d});
+  const auto bias = torch::randn({m, 1, k});
+  const auto low = torch::bmm(vectors.to(torch::kBFloat16), weights.to(torch::kBFloat16).transpose(1, 2));
+  const auto exact = torch::bmm(vectors, weights.transpose(1, 2)) + bias;  // M x n x K
+  for (int64_t c : {int64_t{1}, int64_t{3}, int64_t{16}, k}) {
+    const auto got = quantizers::rerank_candidates(low, vectors, weights, bias, c);
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{m, n}));
+    const auto candidates = std::get<1>((low.to(torch::kFloat32) + bias).topk(c, 2));
+    const auto best = exact.gather(2, candidates).max(2);  // the exact score of the best candidate
+    const auto chosen = exact.gather(2, got.unsqueeze(2)).squeeze(2);
+    // Equal up to fp32 summation order; a near-tie may pick either code.
+    EXPECT_LT((chosen - std::get<0>(best)).abs().max().item<double>(), 1e-4) << c << " candidates";
+    if (c == k) {  // with every code a candidate this is the exact search
+      EXPECT_GE(got.eq(exact.argmax(2)).to(torch::kFloat64).mean().item<double>(), 0.999);
+    }
+  }
+  // Without a bias (cosine), and with every score NaN (an error, not an index).
+  const auto plain = quantizers::rerank_candidates(low, vectors, weights, {}, 4);
+  EXPECT_TRUE(torch::all(plain.ge(0) & plain.lt(k)).item<bool>());
+  EXPECT_THROW(quantizers::rerank_candidates(torch::full_like(low, NAN), vectors, weights, {}, 4), c10::Error);
 }
 
 TEST(ResidualQuantizer, MoreLevelsReconstructBetter) {
