@@ -68,6 +68,22 @@ TEST(Trainer, DivergenceIsReportedNotIgnored) {
   EXPECT_NE(summary.status().message().find("loss became nan"), std::string::npos) << summary.status();
 }
 
+TEST(TensorSource, ChannelsLastMapsStayChannelsLastAndHalfPrecisionIsWidened) {
+  torch::manual_seed(2);
+  const auto nchw = torch::randn({9, 5, 3, 4});
+  const auto labels = torch::arange(9, torch::kInt64);
+  const auto indices = torch::tensor({7, 2, 2, 0}, torch::kInt64);
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    TensorSource source(nchw.to(dtype).contiguous(at::MemoryFormat::ChannelsLast), labels);
+    auto batch = source.get(indices);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    EXPECT_TRUE(batch->images.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_EQ(batch->images.scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(torch::equal(batch->images, nchw.to(dtype).to(torch::kFloat32).index_select(0, indices)));
+    EXPECT_TRUE(torch::equal(batch->labels, indices));
+  }
+}
+
 TEST(MapBatches, ConcatenatesInOrder) {
   const auto x = torch::arange(10, torch::kFloat32).view({10, 1});
   TensorSource data(x, torch::zeros({10}, torch::kInt64));

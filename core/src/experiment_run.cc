@@ -46,6 +46,8 @@ nlohmann::json training_record(const TrainSummary& summary) {
   return {{"steps", summary.steps},
           {"loss", summary.last_epoch_loss},
           {"validation", summary.validation},
+          {"train_seconds", summary.seconds},
+          {"data_seconds", summary.data_seconds},
           {"best_epoch", summary.best_epoch + 1}};
 }
 
@@ -263,10 +265,13 @@ absl::Status ExperimentRun::extract_features() {
     const std::string key = fmt::format("backbone={} weights={:08x} channels={}|dataset={}|split={}|dtype={}",
                                         spec_.backbone.type, weights, context_.feature_channels,
                                         dataset_->identity(), split, exp.get_string("feature_dtype"));
+    // Seconds per split and where the features came from: what the cache saves, per pass.
+    const auto split_start = Clock::now();
     if (cache) {
       if (auto hit = cache->load(key)) {
         fmt::print(stderr, "[features] {}: from the cache ({})\n", split, cache->path_for(key).string());
         record["cache"][split] = {{"hit", true}, {"file", cache->path_for(key).string()}};
+        record["splits"][split] = {{"from", "cache"}, {"seconds", seconds_since(split_start)}};
         return std::make_unique<TensorSource>(hit->features, hit->labels);
       }
     }
@@ -280,6 +285,7 @@ absl::Status ExperimentRun::extract_features() {
                                     },
                                     fmt::format("features {}", split)));
     torch::Tensor labels = torch::cat(label_parts);
+    record["splits"][split] = {{"from", "backbone"}, {"seconds", seconds_since(split_start)}};
     if (cache) {
       PQ_RETURN_IF_ERROR(cache->store(key, features, labels));
       record["cache"][split] = {{"hit", false}, {"file", cache->path_for(key).string()}};

@@ -41,8 +41,16 @@ TensorSource::TensorSource(torch::Tensor inputs, torch::Tensor labels)
 
 absl::StatusOr<Batch> TensorSource::get(const torch::Tensor& indices) {
   const auto idx = indices.to(inputs_.device());
+  // Channels-last feature maps (the backbones' and the feature cache's layout) are gathered as
+  // whole N x H x W x D rows and stay channels-last: index_select would return them NCHW, a
+  // transposition per batch that the head and the quantizers then undo.
+  torch::Tensor inputs;
+  if (inputs_.dim() == 4 && !inputs_.is_contiguous() && inputs_.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    inputs = inputs_.permute({0, 2, 3, 1}).index_select(0, idx).permute({0, 3, 1, 2});
+  } else {
+    inputs = inputs_.index_select(0, idx);
+  }
   // Inputs kept in 16 bits (the feature cache) are widened per batch: stages compute in fp32.
-  auto inputs = inputs_.index_select(0, idx);
   if (inputs.scalar_type() != torch::kFloat32 && inputs.is_floating_point()) inputs = inputs.to(torch::kFloat32);
   return Batch{inputs, labels_.index_select(0, idx.to(labels_.device()))};
 }
@@ -135,15 +143,18 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
       Progress progress(fmt::format("{} epoch {}/{}", options.label, epoch + 1, settings.epochs), steps_per_epoch,
                         "samples");
       auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(options.device));
+      double epoch_data_seconds = 0.0;
       for (int64_t b = 0; b < steps_per_epoch; ++b, ++step) {
         const auto indices = order.slice(0, b * settings.batch_size, std::min(n, (b + 1) * settings.batch_size));
         if (b + 1 < steps_per_epoch) {
           data.prefetch(order.slice(0, (b + 1) * settings.batch_size, std::min(n, (b + 2) * settings.batch_size)));
         }
+        const auto fetch_start = std::chrono::steady_clock::now();
         PQ_ASSIGN_OR_RETURN(Batch batch, data.get(indices));
         batch.images = batch.images.to(options.device, /*non_blocking=*/true);
         batch.labels = batch.labels.to(options.device, /*non_blocking=*/true);
         if (mixing) mix_batch(batch, options.num_classes, settings, mix_generator);
+        epoch_data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - fetch_start).count();
         const double lr = settings.lr * lr_factor(settings, step, total_steps, steps_per_epoch);
         torch::Tensor loss;
         if (learns) {
@@ -169,11 +180,13 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         }
       }
       progress_state.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(steps_per_epoch);
-      std::string note = fmt::format("loss {:.4f}", progress_state.last_epoch_loss);
+      summary.data_seconds += epoch_data_seconds;
+      std::string note = fmt::format("loss {:.4f}, {:.1f} s waiting for data", progress_state.last_epoch_loss,
+                                     epoch_data_seconds);
       if (settings.keep_best) {
         PQ_ASSIGN_OR_RETURN(const double score, options.validate());
         progress_state.validation.push_back(score);
-        note += fmt::format(" validation {:.4f}", score);
+        note += fmt::format(", validation {:.4f}", score);
         if (progress_state.best_epoch < 0 || score > progress_state.best_score) {
           progress_state.best_epoch = epoch;
           progress_state.best_score = score;

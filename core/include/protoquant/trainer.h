@@ -111,6 +111,7 @@ struct TrainSummary {
   int64_t steps = 0;
   double last_epoch_loss = 0.0;  // mean loss of the final epoch
   double seconds = 0.0;
+  double data_seconds = 0.0;       // of `seconds`, waiting for batches (input-bound training shows here)
   std::vector<double> validation;  // per epoch, when validated
   int64_t best_epoch = -1;         // 0-based; -1 when not validated
   double best_score = 0.0;

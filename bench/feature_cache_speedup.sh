@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# What the feature cache saves per head-stage epoch on the quickstart, measured side by side.
+#   bench/feature_cache_speedup.sh [THREADS] [--set key=value]...
+# One fresh run trains the black box and fills a cache; then, twice each and alternating, a run
+# reads the features from the cache (B) and one recomputes them with the same frozen backbone (C).
+# A head epoch that recomputes the backbone costs C's train-split feature pass plus a head epoch;
+# one from the cache costs B's head epoch (its data waits included). Prints both and the ratio
+# (medians). Extra --set options go to every run, e.g. --set head.dtype=bf16.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=$(nproc)
+if [[ $# -gt 0 && $1 != --* ]]; then THREADS=$1; shift; fi
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), threads: $THREADS"
+run() {  # run NAME [--set ...]
+  local name=$1; shift
+  build/bin/protoquant run experiments/quickstart.toml --out "$OUT/$name" --set experiment.threads="$THREADS" \
+    --set stages.codebook.epochs=1 "$@" > "$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; exit 1; }
+}
+run fresh --set experiment.feature_cache="$OUT/cache" "$@"
+reuse=(--set stages.blackbox.weights="$OUT/fresh/model/backbone.pt")
+for i in 1 2; do
+  run "cached$i" --set experiment.feature_cache="$OUT/cache" "${reuse[@]}" "$@"
+  run "recomputed$i" "${reuse[@]}" "$@"
+done
+/usr/bin/python3 - "$OUT" "$THREADS" <<'PY'
+import json, statistics, sys
+out, threads = sys.argv[1], sys.argv[2]
+def measure(name):
+    results = json.load(open(f"{out}/{name}/results.json"))
+    stages, epochs = results["stages"], results["manifest"]["stages"]["head"]["epochs"]
+    head = stages["head"]
+    split = stages["features"]["splits"]["train"]
+    return split, head["train_seconds"] / epochs, head["data_seconds"] / epochs
+cached = [measure(f"cached{i}") for i in (1, 2)]
+recomputed = [measure(f"recomputed{i}") for i in (1, 2)]
+assert all(s["from"] == "cache" for s, _, _ in cached) and all(s["from"] == "backbone" for s, _, _ in recomputed)
+features = statistics.median(s["seconds"] for s, _, _ in recomputed)
+load = statistics.median(s["seconds"] for s, _, _ in cached)
+epoch = statistics.median(e for _, e, _ in cached)
+waits = statistics.median(w for _, _, w in cached)
+print(f"threads {threads}; train split: backbone pass {features:.2f} s, cache load {load:.2f} s")
+print(f"head epoch from the cache:      {epoch:.2f} s (of which {waits:.2f} s waiting for batches)")
+print(f"head epoch recomputing features: {features + epoch:.2f} s (backbone pass + head epoch)")
+print(f"speed-up per head epoch: {(features + epoch) / epoch:.1f}x")
+PY
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
