@@ -29,6 +29,12 @@ TEST(CrossEntropy, LabelSmoothingMatchesItsDefinition) {
   // (1 - eps) * NLL + eps * mean over classes of -log p.
   const auto expected = ((1 - eps) * -logp.gather(1, targets.view({-1, 1})).squeeze(1) + eps * -logp.mean(1)).mean();
   EXPECT_NEAR(cross_entropy(logits, targets, eps).item<double>(), expected.item<double>(), 1e-6);
+  // And ATen's own, with and without smoothing.
+  for (double e : {0.0, eps}) {
+    const auto aten = torch::nn::functional::cross_entropy(
+        logits, targets, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(e));
+    EXPECT_NEAR(cross_entropy(logits, targets, e).item<double>(), aten.item<double>(), 1e-6) << e;
+  }
 }
 
 TEST(Trainer, FitsALinearProblemAndIsDeterministic) {

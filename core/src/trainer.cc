@@ -64,8 +64,12 @@ double lr_factor(const TrainSettings& s, int64_t step, int64_t total_steps, int6
 }
 
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, double label_smoothing) {
-  return torch::nn::functional::cross_entropy(
-      logits, targets, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(label_smoothing));
+  // (1 - eps) NLL + eps * mean over classes of -log p, written out: ATen's label-smoothing path
+  // adds ignore-index masking this never needs, twice the operations (a tenth of a small head step).
+  const auto log_p = torch::log_softmax(logits, 1);
+  const auto nll = log_p.gather(1, targets.view({-1, 1})).squeeze(1);
+  if (label_smoothing == 0.0) return -nll.mean();
+  return -(nll.mean() * (1.0 - label_smoothing) + log_p.mean() * label_smoothing);
 }
 
 torch::Tensor cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing) {
