@@ -27,7 +27,8 @@ endfunction()
 # protoquant_openmp_source(TARGET SOURCE)
 # Compiles one source of TARGET with OpenMP: ATen's inline at::parallel_for only runs in parallel
 # in code built with -fopenmp (without it, it silently runs on one thread). The file skips the
-# shared PCH and the unity build, which are built without -fopenmp, and links LibTorch's libgomp.
+# shared PCH and the unity build, which are built without -fopenmp, and links libgomp (the OpenMP
+# runtime Debian's LibTorch uses; an official LibTorch bundles its own copy, loaded beside it).
 function(protoquant_openmp_source target source)
   set_source_files_properties(${source} PROPERTIES
     COMPILE_OPTIONS "-fopenmp"

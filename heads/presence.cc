@@ -14,7 +14,7 @@ class PresenceFunction : public torch::autograd::Function<PresenceFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& z, const torch::Tensor& prototypes,
                                int64_t batch, double temperature, double eps,
                                const c10::optional<torch::Tensor>& scale) {
-    const torch::Tensor row_scale = scale.value_or(torch::Tensor());
+    torch::Tensor row_scale = scale.value_or(torch::Tensor());
     const int64_t g = z.size(0), n = z.size(1), k = prototypes.size(1);
     // 1/tau is folded into the (small) prototype side.
     const auto norms = prototypes.norm(2, 2, true).clamp_min(eps);  // G x K x 1
@@ -22,6 +22,7 @@ class PresenceFunction : public torch::autograd::Function<PresenceFunction> {
     auto s = torch::bmm(z, en.transpose(1, 2));  // G x N x K raw similarities
     torch::Tensor presence, argmax;
     if (presence_cpu_supports(s)) {
+      if (row_scale.defined()) row_scale = row_scale.to(torch::kFloat32).contiguous();  // the loops' type
       std::tie(presence, argmax) = softmax_max_over_cells_(s, row_scale, batch);  // s now holds y
     } else {  // any other device or dtype: the same two passes as ATen operations
       if (row_scale.defined()) s.mul_(row_scale.view({g, n, 1}).to(s.scalar_type()));
@@ -38,7 +39,11 @@ class PresenceFunction : public torch::autograd::Function<PresenceFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &z = saved[0], &en = saved[1], &presence = saved[3], &argmax = saved[4], &row_scale = saved[5];
-    auto y = saved[2];  // rewritten in place into dS: backward runs once
+    // y is rewritten in place into dS, so this node's backward can run only once.
+    TORCH_CHECK(ctx->saved_data.count("consumed") == 0,
+                "prototype_presence: backward can run once (retain_graph is not supported)");
+    ctx->saved_data["consumed"] = true;
+    auto y = saved[2];
     const int64_t batch = ctx->saved_data["batch"].toInt();
     const int64_t g = z.size(0), n = z.size(1), k = en.size(1), cells = n / batch;
     if (presence_cpu_supports(y)) {
@@ -82,7 +87,7 @@ torch::Tensor prototype_presence(const torch::Tensor& z, const torch::Tensor& pr
                                        row_scale.size(1) == z.size(1) && !row_scale.requires_grad()),
               "prototype_presence: row_scale must be a constant G x N tensor");
   c10::optional<torch::Tensor> scale;
-  if (row_scale.defined()) scale = row_scale.to(torch::kFloat32).contiguous();
+  if (row_scale.defined()) scale = row_scale;
   return PresenceFunction::apply(z, prototypes, batch, temperature, eps, scale);
 }
 

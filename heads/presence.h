@@ -21,7 +21,8 @@ namespace protoquant::heads {
 // constant, or undefined for 1) multiplies each cell's similarities: the inverse norms of raw
 // cells, which saves normalising z in a pass of its own (the gradient for z then treats the norm
 // as fixed, so pass normalised cells instead where z needs a gradient). The GEMMs run in z's
-// dtype (bf16 allowed; the softmax is fp32 then). Returns G x B x K presence (fp32 on the CPU).
+// dtype (bf16 allowed; on the CPU the softmax is fp32 then). Returns G x B x K presence (fp32 on
+// the CPU). Its backward runs once: no retain_graph, no double backward.
 torch::Tensor prototype_presence(const torch::Tensor& z, const torch::Tensor& prototypes, int64_t batch,
                                  double temperature, const torch::Tensor& row_scale = {}, double eps = 1e-6);
 

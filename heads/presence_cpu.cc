@@ -31,16 +31,16 @@ inline float exp_approx(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * __builtin_bit_cast(float, (exponent + 127) << 23);
+  return p * __builtin_bit_cast(float, static_cast<uint32_t>(exponent + 127) << 23);
 }
 
 inline float load(const float* p, int64_t i) { return p[i]; }
 inline float load(const bf16_bits* p, int64_t i) { return __builtin_bit_cast(float, uint32_t{p[i]} << 16); }
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(bf16_bits* p, int64_t i, float v) {  // round to nearest even; values are finite
-  uint32_t bits = __builtin_bit_cast(uint32_t, v);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  p[i] = static_cast<bf16_bits>(bits >> 16);
+inline void store(bf16_bits* p, int64_t i, float v) {  // round to nearest even; NaN stays NaN
+  const uint32_t bits = __builtin_bit_cast(uint32_t, v);
+  const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
+  p[i] = static_cast<bf16_bits>(((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : rounded) >> 16);
 }
 
 // e = exp(scale * s - max), returns sum(e).
@@ -166,8 +166,9 @@ struct Geometry {
 
 Geometry geometry_of(const torch::Tensor& s, const torch::Tensor& row_scale, int64_t batch) {
   TORCH_CHECK(presence_cpu_supports(s), "presence: contiguous CPU fp32/bf16 similarities expected");
-  TORCH_CHECK(batch > 0 && s.size(1) % batch == 0, "presence: N is not a multiple of the batch");
+  TORCH_CHECK(batch > 0 && s.size(1) % batch == 0 && s.size(1) > 0, "presence: N must be a positive multiple of the batch");
   TORCH_CHECK(!row_scale.defined() || (row_scale.scalar_type() == torch::kFloat32 && row_scale.is_contiguous() &&
+                                       row_scale.device() == s.device() &&
                                        row_scale.numel() == s.size(0) * s.size(1)),
               "presence: row_scale must be a contiguous fp32 G x N tensor");
   return {s.size(0), batch, s.size(1) / batch, s.size(2)};

@@ -1,5 +1,6 @@
 #include "rerank_cpu.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>

@@ -173,24 +173,29 @@ TEST(FusedPresence, ValueAndGradientsMatchAutogradOfTheFormula) {
   const auto e0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;
   e0[1][3].zero_();  // a zero prototype: its norm is clamped to eps
   const auto upstream = torch::randn({groups, batch, k}, torch::kFloat64);
-  auto run = [&](bool fused) {
+  const auto scale0 = torch::rand({groups, batch * cells}, torch::kFloat64) + 0.5;  // a constant row scale
+  auto run = [&](bool fused, bool scaled) {
     auto zn = zn0.clone().requires_grad_(true);
     auto en = e0.clone().requires_grad_(true);  // raw prototypes
+    const auto scale = scaled ? scale0 : torch::Tensor();
     torch::Tensor presence;
     if (fused) {
-      presence = heads::prototype_presence(zn, en, batch, tau, {}, eps);
+      presence = heads::prototype_presence(zn, en, batch, tau, scale, eps);
     } else {  // the formula, differentiated by autograd
       const auto unit = en / en.norm(2, 2, true).clamp_min(eps) / tau;
-      presence = torch::softmax(torch::bmm(zn, unit.transpose(1, 2)), 2).view({groups, batch, cells, k}).amax(2);
+      const auto rows = scaled ? zn * scale0.unsqueeze(2) : zn;
+      presence = torch::softmax(torch::bmm(rows, unit.transpose(1, 2)), 2).view({groups, batch, cells, k}).amax(2);
     }
     (presence * upstream).sum().backward();
     return std::make_tuple(presence.detach(), zn.grad(), en.grad());
   };
-  const auto [p1, gz1, ge1] = run(true);
-  const auto [p2, gz2, ge2] = run(false);
-  EXPECT_TRUE(torch::allclose(p1, p2, 1e-12, 1e-12));
-  EXPECT_TRUE(torch::allclose(ge1, ge2, 1e-10, 1e-12)) << ge1 - ge2;
-  EXPECT_TRUE(torch::allclose(gz1, gz2, 1e-10, 1e-12)) << gz1 - gz2;
+  for (bool scaled : {false, true}) {  // fp64 takes the ATen path, with and without a row scale
+    const auto [p1, gz1, ge1] = run(true, scaled);
+    const auto [p2, gz2, ge2] = run(false, scaled);
+    EXPECT_TRUE(torch::allclose(p1, p2, 1e-12, 1e-12)) << scaled;
+    EXPECT_TRUE(torch::allclose(ge1, ge2, 1e-10, 1e-12)) << ge1 - ge2;
+    EXPECT_TRUE(torch::allclose(gz1, gz2, 1e-10, 1e-12)) << gz1 - gz2;
+  }
 }
 
 // The CPU passes (presence_cpu.cc) against the formula in fp64 through autograd, with raw cells
@@ -243,6 +248,13 @@ TEST(FusedPresence, CellRowsAndInverseNormsMatchATen) {
     }
   }
   EXPECT_FALSE(heads::cells_and_inverse_norms(nchw.to(torch::kFloat64), groups, torch::kFloat64, 1e-6).first.defined());
+}
+
+TEST(FusedPresence, BackwardRunsOnceBecauseItReusesTheSoftmaxBuffer) {
+  const auto prototypes = torch::randn({1, 5, 3}).requires_grad_(true);
+  const auto presence = heads::prototype_presence(torch::randn({1, 4, 3}), prototypes, 2, 0.1);
+  presence.sum().backward({}, /*retain_graph=*/true);
+  EXPECT_THROW(presence.sum().backward(), c10::Error);
 }
 
 TEST(FusedPresence, NonFiniteSimilaritiesAreAnErrorNotAPresence) {

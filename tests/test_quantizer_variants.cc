@@ -139,7 +139,9 @@ TEST(Bf16Search, RerankPassMatchesTopkThenExactArgmax) {
   }
   // Without a bias (cosine), and with every score NaN (an error, not an index).
   const auto plain = quantizers::rerank_candidates(low, vectors, weights, {}, 4);
-  EXPECT_TRUE(torch::all(plain.ge(0) & plain.lt(k)).item<bool>());
+  const auto plain_exact = torch::bmm(vectors, weights.transpose(1, 2));
+  const auto plain_best = plain_exact.gather(2, std::get<1>(low.to(torch::kFloat32).topk(4, 2))).amax(2);
+  EXPECT_LT((plain_exact.gather(2, plain.unsqueeze(2)).squeeze(2) - plain_best).abs().max().item<double>(), 1e-4);
   EXPECT_THROW(quantizers::rerank_candidates(torch::full_like(low, NAN), vectors, weights, {}, 4), c10::Error);
 }
 

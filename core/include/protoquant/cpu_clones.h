@@ -6,7 +6,8 @@
 // reductions need the file built with -fopenmp: protoquant_openmp_source in CMake).
 #pragma once
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// ("arch=x86-64-v3/v4" clones need GCC 12; older compilers get the plain build.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define PQ_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define PQ_CPU_CLONES
