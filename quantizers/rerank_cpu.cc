@@ -20,21 +20,23 @@ inline float widen(bf16_bits v) { return __builtin_bit_cast(float, uint32_t{v} <
 
 // The `c` largest of score + bias in one row, as (value, code) sorted by value, best first.
 // Almost every block of 16 scores is below the running c-th best and costs one vector max; only
-// the few that are not are scanned one by one.
-PQ_CPU_CLONES void top_candidates(const bf16_bits* scores, const float* bias, int64_t k, int64_t c, float* value,
+// the few that are not are scanned one by one. Returns false when any score is NaN.
+PQ_CPU_CLONES bool top_candidates(const bf16_bits* scores, const float* bias, int64_t k, int64_t c, float* value,
                                   int32_t* code) {
   for (int64_t j = 0; j < c; ++j) {
     value[j] = -INFINITY;
     code[j] = -1;
   }
   float block[kBlock];
+  int nan = 0;
   for (int64_t begin = 0; begin < k; begin += kBlock) {
     const int64_t size = std::min(kBlock, k - begin);
     float top = -INFINITY;
-#pragma omp simd reduction(max : top)
+#pragma omp simd reduction(max : top) reduction(| : nan)
     for (int64_t i = 0; i < size; ++i) {
       block[i] = widen(scores[begin + i]) + (bias != nullptr ? bias[begin + i] : 0.0f);
       top = block[i] > top ? block[i] : top;
+      nan |= block[i] != block[i];
     }
     if (!(top > value[c - 1])) continue;
     for (int64_t i = 0; i < size; ++i) {
@@ -48,6 +50,7 @@ PQ_CPU_CLONES void top_candidates(const bf16_bits* scores, const float* bias, in
       code[at] = static_cast<int32_t>(begin + i);
     }
   }
+  return nan == 0;
 }
 
 PQ_CPU_CLONES float dot(const float* a, const float* b, int64_t d) {
@@ -89,7 +92,7 @@ torch::Tensor rerank_candidates(const torch::Tensor& scores, const torch::Tensor
     for (int64_t row = begin; row < end; ++row) {
       const int64_t g = row / n, i = row % n;
       const float* group_bias = b != nullptr ? b + g * k : nullptr;
-      top_candidates(s + row * k, group_bias, k, c, value.data(), code.data());
+      if (!top_candidates(s + row * k, group_bias, k, c, value.data(), code.data())) finite = false;
       const float* vector = v + g * group_stride + i * row_stride;
       int32_t best = code[0];
       float best_score = -INFINITY;
@@ -100,11 +103,10 @@ torch::Tensor rerank_candidates(const torch::Tensor& scores, const torch::Tensor
           best = code[j];
         }
       }
-      if (best < 0) finite = false;  // every score NaN
       result[row] = best;
     }
   });
-  TORCH_CHECK(finite.load(), "nearest-code search: non-finite scores (NaN in the codebook?)");
+  TORCH_CHECK(finite.load(), "nearest-code search: NaN scores (NaN in the codebook?)");
   return out;
 }
 

@@ -15,7 +15,8 @@ bool rerank_cpu_supports(const torch::Tensor& scores, const torch::Tensor& vecto
 // scores: M x n x K bf16 (contiguous) approximations of vectors . weights^T; vectors: M x n x d
 // fp32 (contiguous rows, any row and group stride); weights: M x K x d fp32; bias: M x K fp32 or
 // undefined. Returns M x n int64: argmax over the `candidates` best codes by score + bias of the
-// exact fp32 vectors . weights_k + bias_k (the lower index on ties, as argmax).
+// exact fp32 vectors . weights_k + bias_k (the lower index on ties, as argmax). Throws c10::Error
+// when any score is NaN.
 torch::Tensor rerank_candidates(const torch::Tensor& scores, const torch::Tensor& vectors,
                                 const torch::Tensor& weights, const torch::Tensor& bias, int64_t candidates);
 

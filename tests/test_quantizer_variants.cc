@@ -143,6 +143,9 @@ TEST(Bf16Search, RerankPassMatchesTopkThenExactArgmax) {
   const auto plain_best = plain_exact.gather(2, std::get<1>(low.to(torch::kFloat32).topk(4, 2))).amax(2);
   EXPECT_LT((plain_exact.gather(2, plain.unsqueeze(2)).squeeze(2) - plain_best).abs().max().item<double>(), 1e-4);
   EXPECT_THROW(quantizers::rerank_candidates(torch::full_like(low, NAN), vectors, weights, {}, 4), c10::Error);
+  auto one_nan = low.clone();
+  one_nan[1][7][40] = NAN;  // a single NaN score is an error too, not a skipped code
+  EXPECT_THROW(quantizers::rerank_candidates(one_nan, vectors, weights, {}, 4), c10::Error);
 }
 
 TEST(ResidualQuantizer, MoreLevelsReconstructBetter) {
