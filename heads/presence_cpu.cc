@@ -8,12 +8,12 @@
 
 #include <ATen/Parallel.h>
 
-#include "protoquant/cpu_clones.h"
+#include "protoquant/cpu_loops.h"
 
 namespace protoquant::heads {
 namespace {
 
-using bf16_bits = uint16_t;
+using cpu::bf16_bits;
 
 // exp(x) to 1e-7 relative for x in [-87, 88] (Cephes' expf: range reduction by ln 2 and a
 // degree-6 polynomial), branch-free so that it vectorises; std::exp does not.
@@ -35,17 +35,13 @@ inline float exp_approx(float x) {
 }
 
 inline float load(const float* p, int64_t i) { return p[i]; }
-inline float load(const bf16_bits* p, int64_t i) { return __builtin_bit_cast(float, uint32_t{p[i]} << 16); }
+inline float load(const bf16_bits* p, int64_t i) { return cpu::widen(p[i]); }
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(bf16_bits* p, int64_t i, float v) {  // round to nearest even; NaN stays NaN
-  const uint32_t bits = __builtin_bit_cast(uint32_t, v);
-  const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
-  p[i] = static_cast<bf16_bits>(((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : rounded) >> 16);
-}
+inline void store(bf16_bits* p, int64_t i, float v) { p[i] = cpu::narrow(v); }
 
 // e = exp(scale * s - max), returns sum(e).
 template <typename T>
-inline __attribute__((always_inline)) float exp_row(const T* s, float scale, float* e, int64_t k) {
+inline __attribute__((always_inline)) float exp_row_of(const T* s, float scale, float* e, int64_t k) {
   float top = -INFINITY;
 #pragma omp simd reduction(max : top)
   for (int64_t i = 0; i < k; ++i) {
@@ -64,7 +60,7 @@ inline __attribute__((always_inline)) float exp_row(const T* s, float scale, flo
 
 // y = e * inverse_sum, and the running max over the image's cells.
 template <typename T>
-inline __attribute__((always_inline)) void finish_row(const float* e, float inverse_sum, T* y, float* best,
+inline __attribute__((always_inline)) void finish_row_of(const float* e, float inverse_sum, T* y, float* best,
                                                       int32_t* cell_of_best, int32_t cell, int64_t k) {
 #pragma omp simd
   for (int64_t i = 0; i < k; ++i) {
@@ -78,7 +74,7 @@ inline __attribute__((always_inline)) void finish_row(const float* e, float inve
 
 // y = scale * ([argmax == cell] w - y * s_cell), in place.
 template <typename T>
-inline __attribute__((always_inline)) void backward_row(T* y, const float* w, const int32_t* cell_of_best,
+inline __attribute__((always_inline)) void backward_row_of(T* y, const float* w, const int32_t* cell_of_best,
                                                         int32_t cell, float s_cell, float scale, int64_t k) {
 #pragma omp simd
   for (int64_t i = 0; i < k; ++i) {
@@ -87,46 +83,31 @@ inline __attribute__((always_inline)) void backward_row(T* y, const float* w, co
   }
 }
 
-PQ_CPU_CLONES float exp_row_f32(const float* s, float scale, float* e, int64_t k) { return exp_row(s, scale, e, k); }
-PQ_CPU_CLONES float exp_row_bf16(const bf16_bits* s, float scale, float* e, int64_t k) {
-  return exp_row(s, scale, e, k);
+// The row functions for each storage type, cloned per instruction set (cpu_loops.h).
+PQ_CPU_CLONES float exp_row(const float* s, float scale, float* e, int64_t k) { return exp_row_of(s, scale, e, k); }
+PQ_CPU_CLONES float exp_row(const bf16_bits* s, float scale, float* e, int64_t k) {
+  return exp_row_of(s, scale, e, k);
 }
-PQ_CPU_CLONES void finish_row_f32(const float* e, float inv, float* y, float* best, int32_t* at, int32_t cell,
-                                  int64_t k) {
-  finish_row(e, inv, y, best, at, cell, k);
+PQ_CPU_CLONES void finish_row(const float* e, float inv, float* y, float* best, int32_t* at, int32_t cell,
+                              int64_t k) {
+  finish_row_of(e, inv, y, best, at, cell, k);
 }
-PQ_CPU_CLONES void finish_row_bf16(const float* e, float inv, bf16_bits* y, float* best, int32_t* at, int32_t cell,
-                                   int64_t k) {
-  finish_row(e, inv, y, best, at, cell, k);
+PQ_CPU_CLONES void finish_row(const float* e, float inv, bf16_bits* y, float* best, int32_t* at, int32_t cell,
+                              int64_t k) {
+  finish_row_of(e, inv, y, best, at, cell, k);
 }
-PQ_CPU_CLONES void backward_row_f32(float* y, const float* w, const int32_t* at, int32_t cell, float s_cell,
-                                    float scale, int64_t k) {
-  backward_row(y, w, at, cell, s_cell, scale, k);
+PQ_CPU_CLONES void backward_row(float* y, const float* w, const int32_t* at, int32_t cell, float s_cell, float scale,
+                                int64_t k) {
+  backward_row_of(y, w, at, cell, s_cell, scale, k);
 }
-PQ_CPU_CLONES void backward_row_bf16(bf16_bits* y, const float* w, const int32_t* at, int32_t cell, float s_cell,
-                                     float scale, int64_t k) {
-  backward_row(y, w, at, cell, s_cell, scale, k);
-}
-
-float exp_row_any(const float* s, float scale, float* e, int64_t k) { return exp_row_f32(s, scale, e, k); }
-float exp_row_any(const bf16_bits* s, float scale, float* e, int64_t k) { return exp_row_bf16(s, scale, e, k); }
-void finish_row_any(const float* e, float inv, float* y, float* best, int32_t* at, int32_t cell, int64_t k) {
-  finish_row_f32(e, inv, y, best, at, cell, k);
-}
-void finish_row_any(const float* e, float inv, bf16_bits* y, float* best, int32_t* at, int32_t cell, int64_t k) {
-  finish_row_bf16(e, inv, y, best, at, cell, k);
-}
-void backward_row_any(float* y, const float* w, const int32_t* at, int32_t cell, float s, float scale, int64_t k) {
-  backward_row_f32(y, w, at, cell, s, scale, k);
-}
-void backward_row_any(bf16_bits* y, const float* w, const int32_t* at, int32_t cell, float s, float scale,
-                      int64_t k) {
-  backward_row_bf16(y, w, at, cell, s, scale, k);
+PQ_CPU_CLONES void backward_row(bf16_bits* y, const float* w, const int32_t* at, int32_t cell, float s_cell,
+                                float scale, int64_t k) {
+  backward_row_of(y, w, at, cell, s_cell, scale, k);
 }
 
 // Copies one cell's d values, rounded to T, and returns the sum of their squares as rounded.
 template <typename T>
-inline __attribute__((always_inline)) float copy_row(const float* in, T* out, int64_t d) {
+inline __attribute__((always_inline)) float copy_row_of(const float* in, T* out, int64_t d) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < d; ++i) {
@@ -137,10 +118,8 @@ inline __attribute__((always_inline)) float copy_row(const float* in, T* out, in
   return sum;
 }
 
-PQ_CPU_CLONES float copy_row_f32(const float* in, float* out, int64_t d) { return copy_row(in, out, d); }
-PQ_CPU_CLONES float copy_row_bf16(const float* in, bf16_bits* out, int64_t d) { return copy_row(in, out, d); }
-float copy_row_any(const float* in, float* out, int64_t d) { return copy_row_f32(in, out, d); }
-float copy_row_any(const float* in, bf16_bits* out, int64_t d) { return copy_row_bf16(in, out, d); }
+PQ_CPU_CLONES float copy_row(const float* in, float* out, int64_t d) { return copy_row_of(in, out, d); }
+PQ_CPU_CLONES float copy_row(const float* in, bf16_bits* out, int64_t d) { return copy_row_of(in, out, d); }
 
 template <typename T>
 void copy_cells(const float* in, T* out, float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps) {
@@ -148,7 +127,7 @@ void copy_cells(const float* in, T* out, float* inverse_norm, int64_t n, int64_t
     for (int64_t cell = begin; cell < end; ++cell) {
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t offset = cell * groups * d + g * d;
-        const float norm = std::sqrt(copy_row_any(in + offset, out + offset, d));
+        const float norm = std::sqrt(copy_row(in + offset, out + offset, d));
         inverse_norm[g * n + cell] = 1.0f / std::max(norm, eps);
       }
     }
@@ -190,9 +169,9 @@ void forward_images(torch::Tensor& s, const torch::Tensor& row_scale, const Geom
       std::fill(image_best, image_best + g.k, -1.0f);  // below any softmax value
       for (int64_t cell = 0; cell < g.cells; ++cell) {
         const int64_t row = image * g.cells + cell;
-        const float sum = exp_row_any(y + row * g.k, scale ? scale[row] : 1.0f, e.data(), g.k);
+        const float sum = exp_row(y + row * g.k, scale ? scale[row] : 1.0f, e.data(), g.k);
         if (!std::isfinite(sum)) finite = false;
-        finish_row_any(e.data(), 1.0f / sum, y + row * g.k, image_best, image_at, static_cast<int32_t>(cell), g.k);
+        finish_row(e.data(), 1.0f / sum, y + row * g.k, image_best, image_at, static_cast<int32_t>(cell), g.k);
       }
     }
   });
@@ -218,7 +197,7 @@ void backward_images(torch::Tensor& y_tensor, const torch::Tensor& presence, con
       }
       for (int64_t cell = 0; cell < g.cells; ++cell) {
         const int64_t row = image * g.cells + cell;
-        backward_row_any(y + row * g.k, w.data(), image_at, static_cast<int32_t>(cell), s_cell[cell],
+        backward_row(y + row * g.k, w.data(), image_at, static_cast<int32_t>(cell), s_cell[cell],
                          scale ? scale[row] : 1.0f, g.k);
       }
     }

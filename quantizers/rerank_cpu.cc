@@ -8,15 +8,13 @@
 
 #include <ATen/Parallel.h>
 
-#include "protoquant/cpu_clones.h"
+#include "protoquant/cpu_loops.h"
 
 namespace protoquant::quantizers {
 namespace {
 
-using bf16_bits = uint16_t;
+using cpu::bf16_bits;
 constexpr int64_t kBlock = 16;  // one AVX-512 register of fp32 scores
-
-inline float widen(bf16_bits v) { return __builtin_bit_cast(float, uint32_t{v} << 16); }
 
 // The `c` largest of score + bias in one row, as (value, code) sorted by value, best first.
 // Almost every block of 16 scores is below the running c-th best and costs one vector max; only
@@ -34,7 +32,7 @@ PQ_CPU_CLONES bool top_candidates(const bf16_bits* scores, const float* bias, in
     float top = -INFINITY;
 #pragma omp simd reduction(max : top) reduction(| : nan)
     for (int64_t i = 0; i < size; ++i) {
-      block[i] = widen(scores[begin + i]) + (bias != nullptr ? bias[begin + i] : 0.0f);
+      block[i] = cpu::widen(scores[begin + i]) + (bias != nullptr ? bias[begin + i] : 0.0f);
       top = block[i] > top ? block[i] : top;
       nan |= block[i] != block[i];
     }
