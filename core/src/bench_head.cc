@@ -1,12 +1,12 @@
 #include <chrono>
 #include <cstdio>
 #include <regex>
-#include <thread>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/process.h"
 #include "protoquant/status.h"
 #include "protoquant/trainer.h"
 
@@ -35,7 +35,7 @@ absl::Status bench_head(Registry& registry, const HeadBenchOptions& o) {
   return guard("bench head", [&]() -> absl::Status {
     const auto* entry = registry.heads.find(o.head);
     if (entry == nullptr) return absl::NotFoundError(fmt::format("unknown head '{}'", o.head));
-    const int64_t threads = o.threads > 0 ? o.threads : std::max<unsigned>(1, std::thread::hardware_concurrency());
+    const int64_t threads = resolve_threads(o.threads);
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
     BuildContext context;

@@ -1,11 +1,11 @@
 #include <chrono>
 #include <fstream>
-#include <thread>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/process.h"
 #include "protoquant/status.h"
 
 namespace protoquant {
@@ -36,7 +36,7 @@ absl::Status bench_quantizer(Registry& registry, const QuantizerBenchOptions& o)
   return guard("bench quantizer", [&]() -> absl::Status {
     const auto* entry = registry.quantizers.find(o.kind);
     if (entry == nullptr) return absl::NotFoundError(fmt::format("unknown quantizer '{}'", o.kind));
-    const int64_t threads = o.threads > 0 ? o.threads : std::max<unsigned>(1, std::thread::hardware_concurrency());
+    const int64_t threads = resolve_threads(o.threads);
     torch::set_num_threads(static_cast<int>(threads));
     torch::manual_seed(0);
 

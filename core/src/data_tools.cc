@@ -2,12 +2,12 @@
 
 #include <chrono>
 #include <filesystem>
-#include <thread>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include "protoquant/process.h"
 #include "protoquant/status.h"
 
 namespace protoquant {
@@ -60,8 +60,7 @@ absl::Status bench_loader(Registry& registry, const LoaderBenchOptions& o) {
     params.set("threads", o.threads);
     PQ_ASSIGN_OR_RETURN(std::shared_ptr<Dataset> dataset, registry.datasets.build("image_folder", params, {}));
     const int64_t n = dataset->size("train");
-    const int64_t threads =
-        o.threads > 0 ? o.threads : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+    const int64_t threads = resolve_threads(o.threads);
     double best = 0;
     for (int64_t pass = 0; pass < std::max<int64_t>(1, o.repeat); ++pass) {
       // A shuffled order, as in training; the next batch is prefetched as the trainer does.

@@ -15,6 +15,7 @@
 #include "protoquant/metric.h"
 #include "protoquant/model_export.h"
 #include "protoquant/model_size.h"
+#include "protoquant/process.h"
 #include "protoquant/status.h"
 
 namespace protoquant {
@@ -153,8 +154,7 @@ absl::Status ExperimentRun::prepare_folder() {
 
 absl::Status ExperimentRun::train_stages() {
   const Params& exp = spec_.experiment;
-  const int64_t threads = exp.get_int("threads") > 0 ? exp.get_int("threads")
-                                                      : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t threads = resolve_threads(exp.get_int("threads"));
   torch::set_num_threads(static_cast<int>(threads));
   context_.seed = static_cast<uint64_t>(exp.get_int("seed"));
   torch::manual_seed(context_.seed);

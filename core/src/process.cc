@@ -2,7 +2,14 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+#include <thread>
+
 namespace protoquant {
+
+int64_t resolve_threads(int64_t requested) {
+  return requested > 0 ? requested : std::max<int64_t>(1, std::thread::hardware_concurrency());
+}
 
 void tune_allocator() {
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);          // glibc's maximum: big blocks come from the heap

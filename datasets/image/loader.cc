@@ -2,12 +2,14 @@
 
 #include <opencv2/core.hpp>
 
+#include "protoquant/process.h"
+
 namespace protoquant::datasets {
 
 WorkerPool::WorkerPool(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  workers_.reserve(static_cast<size_t>(threads));
-  for (int t = 0; t < threads; ++t) workers_.emplace_back([this] { work(); });
+  const int64_t count = resolve_threads(threads);
+  workers_.reserve(static_cast<size_t>(count));
+  for (int64_t t = 0; t < count; ++t) workers_.emplace_back([this] { work(); });
 }
 
 WorkerPool::~WorkerPool() {

@@ -1,7 +1,13 @@
-// Process-wide settings the CLI applies once at start-up.
+// Process-wide settings: the ones the CLI applies once at start-up, and the thread count rule.
 #pragma once
 
+#include <cstdint>
+
 namespace protoquant {
+
+// A thread count from a manifest or a command line: `requested` if positive, else every hardware
+// thread (at least 1).
+int64_t resolve_threads(int64_t requested);
 
 // Keeps freed tensor memory in the process instead of returning it to the kernel after every
 // batch. With glibc's defaults each large activation is mmap'ed, faulted in page by page and
