@@ -17,8 +17,12 @@ class PresenceFunction : public torch::autograd::Function<PresenceFunction> {
     torch::Tensor row_scale = scale.value_or(torch::Tensor());
     const int64_t g = z.size(0), n = z.size(1), k = prototypes.size(1);
     // 1/tau is folded into the (small) prototype side.
-    const auto norms = prototypes.norm(2, 2, true).clamp_min(eps);  // G x K x 1
-    const auto en = (prototypes / norms * (1.0 / temperature)).to(z.scalar_type());
+    torch::Tensor en, norms;  // G x K x d in z's dtype, G x K x 1
+    std::tie(en, norms) = scaled_unit_prototypes(prototypes, 1.0 / temperature, eps, z.scalar_type());
+    if (!en.defined()) {  // not fp32 CPU prototypes: the same with ATen operations
+      norms = prototypes.norm(2, 2, true).clamp_min(eps);  // G x K x 1
+      en = (prototypes / norms * (1.0 / temperature)).to(z.scalar_type());
+    }
     auto s = torch::bmm(z, en.transpose(1, 2));  // G x N x K raw similarities
     torch::Tensor presence, argmax;
     if (presence_cpu_supports(s)) {
@@ -64,10 +68,14 @@ class PresenceFunction : public torch::autograd::Function<PresenceFunction> {
       const auto &prototypes = saved[6], &norms = saved[7];
       const double temperature = ctx->saved_data["temperature"].toDouble();
       const double eps = ctx->saved_data["eps"].toDouble();
-      const auto grad_en = torch::bmm(y.transpose(1, 2), z).to(prototypes.scalar_type()) / (norms * temperature);
-      const auto unit = prototypes / norms;
-      const auto along = (grad_en * unit).sum(2, true) * unit;
-      grad_prototypes = torch::where(norms > eps, grad_en - along, grad_en);
+      const auto grad_en = torch::bmm(y.transpose(1, 2), z);
+      grad_prototypes = scaled_unit_prototypes_backward(grad_en, prototypes, norms, 1.0 / temperature, eps);
+      if (!grad_prototypes.defined()) {
+        const auto scaled = grad_en.to(prototypes.scalar_type()) / (norms * temperature);
+        const auto unit = prototypes / norms;
+        const auto along = (scaled * unit).sum(2, true) * unit;
+        grad_prototypes = torch::where(norms > eps, scaled - along, scaled);
+      }
     }
     if (ctx->needs_input_grad(0)) grad_z = torch::bmm(y, en);  // G x N x d
     return {grad_z, grad_prototypes, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};

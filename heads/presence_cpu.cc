@@ -38,6 +38,9 @@ inline float load(const float* p, int64_t i) { return p[i]; }
 inline float load(const bf16_bits* p, int64_t i) { return cpu::widen(p[i]); }
 inline void store(float* p, int64_t i, float v) { p[i] = v; }
 inline void store(bf16_bits* p, int64_t i, float v) { p[i] = cpu::narrow(v); }
+// For the softmax output, in [0, 1] whenever its row sum passed the finiteness check.
+inline void store_finite(float* p, int64_t i, float v) { p[i] = v; }
+inline void store_finite(bf16_bits* p, int64_t i, float v) { p[i] = cpu::narrow_finite(v); }
 
 // e = exp(scale * s - max), returns sum(e).
 template <typename T>
@@ -65,7 +68,7 @@ inline __attribute__((always_inline)) void finish_row_of(const float* e, float i
 #pragma omp simd
   for (int64_t i = 0; i < k; ++i) {
     const float v = e[i] * inverse_sum;
-    store(y, i, v);
+    store_finite(y, i, v);
     const bool better = v > best[i];
     best[i] = better ? v : best[i];
     cell_of_best[i] = better ? cell : cell_of_best[i];
@@ -133,6 +136,52 @@ void copy_cells(const float* in, T* out, float* inverse_norm, int64_t n, int64_t
     }
   });
 }
+
+// One prototype row: out = e * (scale / max(|e|, eps)); returns the clamped norm.
+template <typename T>
+inline __attribute__((always_inline)) float unit_row_of(const float* e, T* out, float scale, float eps, int64_t d) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < d; ++i) sum += e[i] * e[i];
+  const float norm = std::max(std::sqrt(sum), eps);
+  const float factor = scale / norm;
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) store(out, i, e[i] * factor);
+  return norm;
+}
+
+// Its gradient: g' = g scale / norm, minus its component along e unless the norm was clamped.
+template <typename T>
+inline __attribute__((always_inline)) void unit_row_backward_of(const T* g, const float* e, float* out, float norm,
+                                                             float scale, float eps, int64_t d) {
+  const float factor = scale / norm;
+  float along = 0.0f;
+#pragma omp simd reduction(+ : along)
+  for (int64_t i = 0; i < d; ++i) along += load(g, i) * e[i];
+  // (g' . u) u = (factor / norm^2) (g . e) e; nothing to remove where the norm was clamped.
+  along = norm > eps ? along * factor / (norm * norm) : 0.0f;
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) out[i] = load(g, i) * factor - along * e[i];
+}
+
+PQ_CPU_CLONES float unit_row(const float* e, float* out, float scale, float eps, int64_t d) {
+  return unit_row_of(e, out, scale, eps, d);
+}
+PQ_CPU_CLONES float unit_row(const float* e, bf16_bits* out, float scale, float eps, int64_t d) {
+  return unit_row_of(e, out, scale, eps, d);
+}
+PQ_CPU_CLONES void unit_row_backward(const float* g, const float* e, float* out, float norm, float scale, float eps,
+                                     int64_t d) {
+  unit_row_backward_of(g, e, out, norm, scale, eps, d);
+}
+PQ_CPU_CLONES void unit_row_backward(const bf16_bits* g, const float* e, float* out, float norm, float scale,
+                                     float eps, int64_t d) {
+  unit_row_backward_of(g, e, out, norm, scale, eps, d);
+}
+
+// Rows per task for passes over prototype rows: a few tens of thousands of values, so that the
+// quickstart's 256 x 128 prototypes stay on one thread.
+int64_t row_grain(int64_t d) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(d, 1)); }
 
 template <typename T>
 T* data_of(torch::Tensor& t) {
@@ -227,6 +276,58 @@ std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Ten
                static_cast<float>(eps));
   }
   return {rows.view({n, groups, d}).transpose(0, 1), inverse_norm};
+}
+
+std::pair<torch::Tensor, torch::Tensor> scaled_unit_prototypes(const torch::Tensor& prototypes, double scale,
+                                                               double eps, torch::ScalarType dtype) {
+  if (!prototypes.device().is_cpu() || prototypes.scalar_type() != torch::kFloat32 || prototypes.dim() != 3 ||
+      !prototypes.is_contiguous() || (dtype != torch::kFloat32 && dtype != torch::kBFloat16)) {
+    return {};
+  }
+  const int64_t rows = prototypes.size(0) * prototypes.size(1), d = prototypes.size(2);
+  auto out = torch::empty(prototypes.sizes(), prototypes.options().dtype(dtype));
+  auto norms = torch::empty({prototypes.size(0), prototypes.size(1), 1}, prototypes.options());
+  const float* e = prototypes.data_ptr<float>();
+  float* norm = norms.data_ptr<float>();
+  void* o = out.data_ptr();
+  const auto s = static_cast<float>(scale), epsilon = static_cast<float>(eps);
+  at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      norm[r] = dtype == torch::kBFloat16 ? unit_row(e + r * d, static_cast<bf16_bits*>(o) + r * d, s, epsilon, d)
+                                          : unit_row(e + r * d, static_cast<float*>(o) + r * d, s, epsilon, d);
+    }
+  });
+  return {out, norms};
+}
+
+torch::Tensor scaled_unit_prototypes_backward(const torch::Tensor& grad, const torch::Tensor& prototypes,
+                                              const torch::Tensor& norms, double scale, double eps) {
+  if (!prototypes.device().is_cpu() || prototypes.scalar_type() != torch::kFloat32 || !prototypes.is_contiguous() ||
+      !grad.device().is_cpu() || (grad.scalar_type() != torch::kFloat32 && grad.scalar_type() != torch::kBFloat16) ||
+      norms.scalar_type() != torch::kFloat32 || norms.numel() != prototypes.size(0) * prototypes.size(1)) {
+    return {};
+  }
+  TORCH_CHECK(grad.sizes() == prototypes.sizes(), "prototype gradient: G x K x d expected");
+  const auto g = grad.contiguous();
+  const auto n = norms.contiguous();
+  const int64_t rows = prototypes.size(0) * prototypes.size(1), d = prototypes.size(2);
+  auto out = torch::empty(prototypes.sizes(), prototypes.options());
+  const float* e = prototypes.data_ptr<float>();
+  const float* norm = n.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const auto s = static_cast<float>(scale), epsilon = static_cast<float>(eps);
+  const bool bf16 = g.scalar_type() == torch::kBFloat16;
+  const void* gd = g.data_ptr();
+  at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (bf16) {
+        unit_row_backward(static_cast<const bf16_bits*>(gd) + r * d, e + r * d, o + r * d, norm[r], s, epsilon, d);
+      } else {
+        unit_row_backward(static_cast<const float*>(gd) + r * d, e + r * d, o + r * d, norm[r], s, epsilon, d);
+      }
+    }
+  });
+  return out;
 }
 
 bool presence_cpu_supports(const torch::Tensor& s) {

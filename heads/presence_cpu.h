@@ -23,6 +23,18 @@ namespace protoquant::heads {
 std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Tensor& features, int64_t groups,
                                                                 torch::ScalarType dtype, double eps);
 
+// The prototypes' side of the node, one pass over them instead of five small ATen operations:
+// en = e / max(|e|, eps) * scale in `dtype` (fp32 or bf16; G x K x d), and the clamped norms
+// (G x K x 1 fp32). Returns {} unless the prototypes are a contiguous fp32 CPU tensor.
+std::pair<torch::Tensor, torch::Tensor> scaled_unit_prototypes(const torch::Tensor& prototypes, double scale,
+                                                               double eps, torch::ScalarType dtype);
+
+// Its backward, in one pass instead of ten operations: given g = dLoss/d(en) (G x K x d, fp32 or
+// bf16), dLoss/de = g' - (g'.u) u with g' = g scale / norm and u = e / norm, where the norm was
+// not clamped, and g' where it was. Returns {} when the forward above did not apply.
+torch::Tensor scaled_unit_prototypes_backward(const torch::Tensor& grad, const torch::Tensor& prototypes,
+                                              const torch::Tensor& norms, double scale, double eps);
+
 // Whether the passes below handle this similarity tensor (CPU, contiguous, fp32 or bf16).
 bool presence_cpu_supports(const torch::Tensor& s);
 

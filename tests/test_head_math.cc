@@ -207,6 +207,7 @@ TEST(FusedPresence, CpuPassesMatchTheFormulaInFp64) {
   const auto z0 = torch::randn({groups, batch * cells, d}, torch::kFloat64) * 3;
   const auto scale = 1.0 / z0.norm(2, 2);
   const auto en0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;  // raw prototypes, tau = 0.1
+  en0[1][5].zero_();  // a zero prototype: its norm is clamped, and no component is removed
   const auto upstream = torch::randn({groups, batch, k}, torch::kFloat64);
   for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     // The reference starts from the same (rounded) inputs, so only the passes' arithmetic differs.
@@ -217,7 +218,7 @@ TEST(FusedPresence, CpuPassesMatchTheFormulaInFp64) {
     EXPECT_EQ(presence.scalar_type(), torch::kFloat32);
     (presence * upstream.to(torch::kFloat32)).sum().backward();
     auto zx = zr.clone().requires_grad_(true), ex = er.clone().requires_grad_(true);
-    const auto s = torch::bmm(zx * scale.unsqueeze(2), (ex / ex.norm(2, 2, true) / 0.1).transpose(1, 2));
+    const auto s = torch::bmm(zx * scale.unsqueeze(2), (ex / ex.norm(2, 2, true).clamp_min(1e-6) / 0.1).transpose(1, 2));
     const auto expected = torch::softmax(s, 2).view({groups, batch, cells, k}).amax(2);
     (expected * upstream).sum().backward();
     // bf16 keeps the similarities (|S| <= 10) to 8 bits, so its softmax is good to a few per cent.

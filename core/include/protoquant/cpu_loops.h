@@ -32,4 +32,11 @@ inline bf16_bits narrow(float v) {
   return static_cast<bf16_bits>(((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : rounded) >> 16);
 }
 
+// The same rounding for values known to be finite (or checked afterwards): without the NaN test
+// it vectorises to a third of the instructions, which was half the cost of the softmax pass.
+inline bf16_bits narrow_finite(float v) {
+  const uint32_t bits = __builtin_bit_cast(uint32_t, v);
+  return static_cast<bf16_bits>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
 }  // namespace protoquant::cpu
