@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/fused_adam.h"
 #include "protoquant/process.h"
 #include "protoquant/status.h"
 #include "protoquant/trainer.h"
@@ -52,9 +53,9 @@ absl::Status bench_head(Registry& registry, const HeadBenchOptions& o) {
     for (auto& p : head->parameters()) {
       if (p.requires_grad()) trainable.push_back(p);
     }
-    torch::optim::Adam optimizer(trainable, torch::optim::AdamOptions(5e-3));
+    FusedAdam optimizer(trainable, torch::optim::AdamOptions(5e-3));  // as the trainer's step
     auto step = [&] {
-      optimizer.zero_grad();
+      drop_gradients(optimizer);
       auto loss = cross_entropy(head->forward(features).logits, labels, 0.1);
       if (auto reg = head->regularization(); reg.defined()) loss = loss + reg;
       loss.backward();

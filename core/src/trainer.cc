@@ -9,6 +9,7 @@
 
 #include "protoquant/batch_mixing.h"
 #include "protoquant/checkpoint.h"
+#include "protoquant/fused_adam.h"
 #include "protoquant/progress.h"
 #include "protoquant/status.h"
 
@@ -55,6 +56,12 @@ absl::StatusOr<Batch> TensorSource::get(const torch::Tensor& indices) {
   return Batch{inputs, labels_.index_select(0, idx.to(labels_.device()))};
 }
 
+void drop_gradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
+  }
+}
+
 double lr_factor(const TrainSettings& s, int64_t step, int64_t total_steps, int64_t steps_per_epoch) {
   const auto warmup = static_cast<int64_t>(std::llround(s.warmup_epochs * static_cast<double>(steps_per_epoch)));
   if (step < warmup) return static_cast<double>(step + 1) / static_cast<double>(warmup);
@@ -97,8 +104,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainSettings& s, 
     return std::make_unique<torch::optim::SGD>(
         std::move(params), torch::optim::SGDOptions(s.lr).momentum(s.momentum).weight_decay(s.weight_decay));
   }
-  return std::make_unique<torch::optim::Adam>(std::move(params),
-                                              torch::optim::AdamOptions(s.lr).weight_decay(s.weight_decay));
+  return std::make_unique<FusedAdam>(std::move(params), torch::optim::AdamOptions(s.lr).weight_decay(s.weight_decay));
 }
 
 }  // namespace
@@ -164,7 +170,7 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         torch::Tensor loss;
         if (learns) {
           for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-          optimizer->zero_grad();
+          drop_gradients(*optimizer);
           loss = loss_fn(batch);
           loss.backward();
           optimizer->step();

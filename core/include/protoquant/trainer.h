@@ -15,6 +15,7 @@
 
 #include <absl/status/statusor.h>
 #include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include "protoquant/dataset.h"
@@ -81,6 +82,10 @@ class DatasetSource : public BatchSource {
   std::string split_;
   bool augment_;
 };
+
+// Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True)): backward then stores
+// each fresh gradient instead of adding it to zeros, two operations fewer per parameter and step.
+void drop_gradients(torch::optim::Optimizer& optimizer);
 
 // The learning rate at `step` of `total_steps` (warm-up then schedule), as a fraction of the peak.
 double lr_factor(const TrainSettings& settings, int64_t step, int64_t total_steps, int64_t steps_per_epoch);
