@@ -18,9 +18,20 @@ struct Entry {
   torch::Tensor labels = torch::arange(5, torch::kInt64) * 3;
 };
 
-TEST(FeatureCache, StoresAndLoadsEveryDtypeExactly) {
+// Every test runs with entries read into memory (the default for those that fit) and used in
+// place through the file mapping (the path of entries too large for memory).
+class FeatureCacheModes : public ::testing::TestWithParam<bool> {
+ protected:
+  FeatureCache make_cache(const fs::path& dir) const {
+    return GetParam() ? FeatureCache(dir) : FeatureCache(dir, /*in_memory_limit=*/0);
+  }
+};
+INSTANTIATE_TEST_SUITE_P(FeatureCache, FeatureCacheModes, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "InMemory" : "Mapped"; });
+
+TEST_P(FeatureCacheModes, StoresAndLoadsEveryDtypeExactly) {
   testing::TempDir dir;
-  FeatureCache cache(dir.path());
+  const FeatureCache cache = make_cache(dir.path());
   Entry entry;
   for (const char* name : {"fp32", "fp16", "bf16"}) {
     const auto stored = entry.features.to(feature_dtype(name));
@@ -48,9 +59,9 @@ void flip_byte(const fs::path& path, int64_t offset_from_end) {
   file.write(&c, 1);
 }
 
-TEST(FeatureCache, CorruptedTruncatedAndForeignEntriesAreRejectedAndRemoved) {
+TEST_P(FeatureCacheModes, CorruptedTruncatedAndForeignEntriesAreRejectedAndRemoved) {
   testing::TempDir dir;
-  FeatureCache cache(dir.path());
+  const FeatureCache cache = make_cache(dir.path());
   Entry entry;
   ASSERT_TRUE(cache.store("a", entry.features, entry.labels).ok());
   const fs::path file = cache.path_for("a");

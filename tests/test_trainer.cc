@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/fused_adam.h"
+#include "protoquant/host_memory.h"
 #include "protoquant/trainer.h"
 
 namespace protoquant {
@@ -167,6 +168,18 @@ TEST(TensorSource, ChannelsLastMapsStayChannelsLastAndHalfPrecisionIsWidened) {
     EXPECT_TRUE(torch::equal(batch->images, nchw.to(dtype).to(torch::kFloat32).index_select(0, indices)));
     EXPECT_TRUE(torch::equal(batch->labels, indices));
   }
+}
+
+TEST(HostMemory, LargeTensorsSitOnHugePageBoundariesSmallOnesAreOrdinary) {
+  const auto large = empty_on_huge_pages({40, 1 << 20}, torch::kFloat32);  // 160 MiB
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data_ptr()) % (uintptr_t{1} << 21), 0u);
+  EXPECT_TRUE(large.is_contiguous());
+  large.fill_(2.5f);  // writable, all of it
+  EXPECT_EQ(large.sum().item<double>(), 2.5 * 40 * (1 << 20));
+  const auto small = empty_on_huge_pages({3, 4}, torch::kBFloat16);
+  EXPECT_EQ(small.sizes(), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(small.scalar_type(), torch::kBFloat16);
+  EXPECT_GT(available_memory_bytes(), 0u);
 }
 
 TEST(MapBatches, ConcatenatesInOrder) {

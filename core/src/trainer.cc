@@ -10,6 +10,7 @@
 #include "protoquant/batch_mixing.h"
 #include "protoquant/checkpoint.h"
 #include "protoquant/fused_adam.h"
+#include "protoquant/host_memory.h"
 #include "protoquant/progress.h"
 #include "protoquant/status.h"
 
@@ -253,7 +254,15 @@ absl::StatusOr<torch::Tensor> map_batches(BatchSource& data, int64_t batch_size,
       if (!out.defined()) {
         std::vector<int64_t> shape(result.sizes().begin(), result.sizes().end());
         shape[0] = n;
-        out = torch::empty(shape, result.options().memory_format(result.suggest_memory_format()));
+        if (result.device().is_cpu() && result.dim() == 4 &&
+            result.suggest_memory_format() == at::MemoryFormat::ChannelsLast) {
+          // Feature maps of a split, gathered from at random later: on huge pages (host_memory.h).
+          out = empty_on_huge_pages({n, shape[2], shape[3], shape[1]}, result.scalar_type()).permute({0, 3, 1, 2});
+        } else if (result.device().is_cpu()) {
+          out = empty_on_huge_pages(shape, result.scalar_type());
+        } else {
+          out = torch::empty(shape, result.options().memory_format(result.suggest_memory_format()));
+        }
       }
       out.slice(0, begin, end).copy_(result);
       progress.step(end - begin);

@@ -34,7 +34,11 @@ uint32_t weights_checksum(const torch::nn::Module& module);
 
 class FeatureCache {
  public:
-  explicit FeatureCache(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  // Entries up to `in_memory_limit` bytes are read into memory on huge pages when loaded (the
+  // stages gather random rows from them twice as fast); larger ones are used in place through a
+  // file mapping. Default: half the memory available when loading.
+  explicit FeatureCache(std::filesystem::path dir, std::optional<uint64_t> in_memory_limit = std::nullopt)
+      : dir_(std::move(dir)), in_memory_limit_(in_memory_limit) {}
 
   std::filesystem::path path_for(const std::string& key) const;
   // The entry for `key`; nullopt when there is none, or when the file was unusable (then a one-line
@@ -45,6 +49,7 @@ class FeatureCache {
 
  private:
   std::filesystem::path dir_;
+  std::optional<uint64_t> in_memory_limit_;
 };
 
 }  // namespace protoquant
