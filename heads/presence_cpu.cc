@@ -123,9 +123,19 @@ inline __attribute__((always_inline)) float copy_row_of(const float* in, T* out,
 
 PQ_CPU_CLONES float copy_row(const float* in, float* out, int64_t d) { return copy_row_of(in, out, d); }
 PQ_CPU_CLONES float copy_row(const float* in, bf16_bits* out, int64_t d) { return copy_row_of(in, out, d); }
+PQ_CPU_CLONES float copy_row(const bf16_bits* in, bf16_bits* out, int64_t d) {  // bf16 features as stored
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < d; ++i) {
+    out[i] = in[i];
+    const float v = cpu::widen(in[i]);
+    sum += v * v;
+  }
+  return sum;
+}
 
-template <typename T>
-void copy_cells(const float* in, T* out, float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps) {
+template <typename In, typename T>
+void copy_cells(const In* in, T* out, float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps) {
   at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
     for (int64_t cell = begin; cell < end; ++cell) {
       for (int64_t g = 0; g < groups; ++g) {
@@ -257,8 +267,10 @@ void backward_images(torch::Tensor& y_tensor, const torch::Tensor& presence, con
 
 std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Tensor& features, int64_t groups,
                                                                 torch::ScalarType dtype, double eps) {
-  if (!features.device().is_cpu() || features.scalar_type() != torch::kFloat32 || features.dim() != 4 ||
-      features.size(1) % groups != 0 || (dtype != torch::kFloat32 && dtype != torch::kBFloat16)) {
+  const bool bf16_in = features.scalar_type() == torch::kBFloat16;
+  if (!features.device().is_cpu() || features.dim() != 4 || features.size(1) % groups != 0 ||
+      !(features.scalar_type() == torch::kFloat32 || (bf16_in && dtype == torch::kBFloat16)) ||
+      (dtype != torch::kFloat32 && dtype != torch::kBFloat16)) {
     return {};
   }
   const int64_t b = features.size(0), dim = features.size(1), n = b * features.size(2) * features.size(3);
@@ -267,8 +279,11 @@ std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Ten
   // of any other.
   const auto in = features.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});
   auto rows = torch::empty({n, dim}, features.options().dtype(dtype));
-  auto inverse_norm = torch::empty({groups, n}, features.options());
-  if (dtype == torch::kBFloat16) {
+  auto inverse_norm = torch::empty({groups, n}, features.options().dtype(torch::kFloat32));
+  if (bf16_in) {
+    copy_cells(reinterpret_cast<const bf16_bits*>(in.data_ptr()), data_of<bf16_bits>(rows),
+               inverse_norm.data_ptr<float>(), n, groups, d, static_cast<float>(eps));
+  } else if (dtype == torch::kBFloat16) {
     copy_cells(in.data_ptr<float>(), data_of<bf16_bits>(rows), inverse_norm.data_ptr<float>(), n, groups, d,
                static_cast<float>(eps));
   } else {

@@ -15,7 +15,8 @@
 
 namespace protoquant::heads {
 
-// The cells of a B x D x H x W fp32 CPU feature map as G x N x d rows in `dtype` (fp32 or bf16;
+// The cells of a B x D x H x W CPU feature map (fp32, or bf16 when `dtype` is bf16: then copied
+// as stored) as G x N x d rows in `dtype` (fp32 or bf16;
 // N = B*H*W, D = G*d), with the inverse norm of each row as stored (G x N fp32, norms clamped to
 // eps): the inputs of prototype_presence for frozen features, in one pass over a channels-last
 // map instead of a transposing copy, a conversion, a square and a sum. Returns {} for any other

@@ -20,8 +20,15 @@ ProtoQuantHead::ProtoQuantHead(const torch::Tensor& prototypes, int64_t num_clas
   competitors_ = register_buffer("competitors", torch::zeros({0, prototypes.size(1)}, prototypes.options()));
 }
 
-HeadOutput ProtoQuantHead::forward(const torch::Tensor& features) {
+HeadOutput ProtoQuantHead::forward(const torch::Tensor& stored) {
   const int64_t m = groups_, sub = prototypes_.size(1);
+  // 16-bit features: bf16 ones go straight into the bf16 training step's rows; anything else
+  // computes in fp32 (the prototypes' dtype).
+  const bool direct = stored.scalar_type() == torch::kBFloat16 && options_.bf16 && is_training() &&
+                      competitors_.size(0) == 0 && !stored.requires_grad();
+  const auto features = direct || stored.scalar_type() == prototypes_.scalar_type()
+                            ? stored
+                            : stored.to(prototypes_.scalar_type());
   TORCH_CHECK(features.dim() == 4 && features.size(1) == m * sub,
               fmt::format("protoquant head expects B x {} x H x W features, got {}", m * sub,
                           fmt::join(features.sizes(), "x")));
@@ -38,7 +45,7 @@ HeadOutput ProtoQuantHead::forward(const torch::Tensor& features) {
     if (part.similarity.defined()) similarity.push_back(part.similarity);
   }
   HeadOutput out;
-  out.presence = torch::cat(presence);
+  out.presence = torch::cat(presence).to(prototypes_.scalar_type());
   out.logits = class_logits(out.presence);
   if (!similarity.empty()) out.similarity = torch::cat(similarity);
   return out;
@@ -91,8 +98,8 @@ HeadOutput ProtoQuantHead::forward_chunk(const torch::Tensor& features) {
                         .reshape({m, n});
       }
     }
-    const auto presence =
-        prototype_presence(rows, e, b, options_.temperature, row_scale, options_.eps).to(features.scalar_type());
+    const auto presence = prototype_presence(rows, e, b, options_.temperature, row_scale, options_.eps)
+                              .to(prototypes_.scalar_type());
     out.presence = presence.permute({1, 0, 2}).reshape({b, p});
     out.logits = class_logits(out.presence);
     return out;

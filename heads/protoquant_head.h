@@ -31,6 +31,7 @@ class ProtoQuantHead : public Head {
                  const ProtoQuantHeadOptions& options);
 
   HeadOutput forward(const torch::Tensor& features) override;
+  bool reads_16bit_features() const override { return true; }
   torch::Tensor regularization() override;
   torch::Tensor class_weights() const override { return torch::relu(weight_); }
   torch::Tensor prototypes() const override { return prototypes_; }

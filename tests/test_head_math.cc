@@ -248,6 +248,14 @@ TEST(FusedPresence, CellRowsAndInverseNormsMatchATen) {
       EXPECT_TRUE(torch::allclose(inverse_norm.to(torch::kFloat64), expected, 1e-5, 0)) << dtype;
     }
   }
+  // bf16 features into bf16 rows: copied as stored, norms from the stored values.
+  const auto stored = nchw.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  const auto [rows, inverse_norm] = heads::cells_and_inverse_norms(stored, groups, torch::kBFloat16, 1e-6);
+  ASSERT_TRUE(rows.defined());
+  EXPECT_TRUE(torch::equal(rows, reference.to(torch::kBFloat16)));
+  const auto expected = 1.0 / reference.to(torch::kBFloat16).to(torch::kFloat64).norm(2, 2).clamp_min(1e-6);
+  EXPECT_TRUE(torch::allclose(inverse_norm.to(torch::kFloat64), expected, 1e-5, 0));
+  EXPECT_FALSE(heads::cells_and_inverse_norms(stored, groups, torch::kFloat32, 1e-6).first.defined());  // widen: ATen
   EXPECT_FALSE(heads::cells_and_inverse_norms(nchw.to(torch::kFloat64), groups, torch::kFloat64, 1e-6).first.defined());
 }
 
@@ -288,6 +296,25 @@ TEST(ProtoQuantHead, Bf16ModeStaysCloseToFp32) {
     const auto a = fp32->forward(features), b = bf16->forward(features);
     EXPECT_EQ(b.logits.scalar_type(), torch::kFloat32);
     EXPECT_TRUE(torch::allclose(a.presence, b.presence, 0.05, 0.02)) << (a.presence - b.presence).abs().max();
+  }
+  // Features stored in 16 bits (a bf16 or fp16 feature cache) go in as stored: the same result as
+  // the same values widened to fp32, in training (bf16 rows straight from the stored ones) and in
+  // evaluation (widened by the head), and a gradient for the prototypes.
+  EXPECT_TRUE(bf16->reads_16bit_features());
+  for (const auto stored_dtype : {torch::kBFloat16, torch::kFloat16}) {
+    const auto stored = features.to(stored_dtype).contiguous(at::MemoryFormat::ChannelsLast);
+    const auto widened = stored.to(torch::kFloat32);
+    for (bool training : {true, false}) {
+      bf16->train(training);
+      const auto a = bf16->forward(widened), b = bf16->forward(stored);
+      EXPECT_EQ(b.logits.scalar_type(), torch::kFloat32);
+      EXPECT_TRUE(torch::allclose(a.logits, b.logits, 1e-6, 1e-6)) << stored_dtype << training;
+    }
+    bf16->train(true);
+    bf16->zero_grad();
+    bf16->forward(stored).logits.sum().backward();
+    EXPECT_TRUE(bf16->prototypes().grad().defined());
+    EXPECT_GT(bf16->prototypes().grad().abs().sum().item<double>(), 0.0);
   }
 }
 

@@ -167,6 +167,12 @@ TEST(TensorSource, ChannelsLastMapsStayChannelsLastAndHalfPrecisionIsWidened) {
     EXPECT_EQ(batch->images.scalar_type(), torch::kFloat32);
     EXPECT_TRUE(torch::equal(batch->images, nchw.to(dtype).to(torch::kFloat32).index_select(0, indices)));
     EXPECT_TRUE(torch::equal(batch->labels, indices));
+    // On request (a head that reads 16-bit features), batches keep the stored dtype.
+    auto stored = source.in_stored_dtype().get(indices);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(stored->images.scalar_type(), dtype);
+    EXPECT_TRUE(stored->images.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(torch::equal(stored->images, nchw.to(dtype).index_select(0, indices)));
   }
 }
 

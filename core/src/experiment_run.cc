@@ -475,7 +475,8 @@ absl::Status ExperimentRun::head() {
   }
   TrainOptions options = train_options("head", {head});
   options.validate = [&] { return head_accuracy(*validation_features_); };
-  PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, *train_features_,
+  TensorSource features = head->reads_16bit_features() ? train_features_->in_stored_dtype() : *train_features_;
+  PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features,
                                           [&](const Batch& batch) {
                                             auto loss = cross_entropy(head->forward(batch.images).logits, batch,
                                                                       settings.label_smoothing);

@@ -53,8 +53,16 @@ absl::StatusOr<Batch> TensorSource::get(const torch::Tensor& indices) {
     inputs = inputs_.index_select(0, idx);
   }
   // Inputs kept in 16 bits (the feature cache) are widened per batch: stages compute in fp32.
-  if (inputs.scalar_type() != torch::kFloat32 && inputs.is_floating_point()) inputs = inputs.to(torch::kFloat32);
+  if (widen_ && inputs.scalar_type() != torch::kFloat32 && inputs.is_floating_point()) {
+    inputs = inputs.to(torch::kFloat32);
+  }
   return Batch{inputs, labels_.index_select(0, idx.to(labels_.device()))};
+}
+
+TensorSource TensorSource::in_stored_dtype() const {
+  TensorSource stored(inputs_, labels_);
+  stored.widen_ = false;
+  return stored;
 }
 
 void drop_gradients(torch::optim::Optimizer& optimizer) {

@@ -16,7 +16,12 @@ struct HeadOutput {
 
 class Head : public torch::nn::Module {
  public:
+  // Features arrive in fp32, or, from a head that says it reads them (below), in the dtype the
+  // features are stored in (experiment.feature_dtype: fp32, fp16 or bf16).
   virtual HeadOutput forward(const torch::Tensor& features) = 0;
+  // Whether forward() takes 16-bit features as stored, sparing the trainer a widening copy per
+  // batch (and the head a narrowing one when it computes in bf16).
+  virtual bool reads_16bit_features() const { return false; }
   // Added to the training loss (L1 sparsity, ...); an undefined tensor means none.
   virtual torch::Tensor regularization() { return {}; }
   // Non-negative class-to-prototype weights, C x P (what explanations and editing read).

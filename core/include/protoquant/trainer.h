@@ -61,9 +61,13 @@ class TensorSource : public BatchSource {
   absl::StatusOr<Batch> get(const torch::Tensor& indices) override;
   const torch::Tensor& inputs() const { return inputs_; }
   const torch::Tensor& labels() const { return labels_; }
+  // The same tensors, served in their stored dtype: for a consumer that reads 16-bit features
+  // itself (Head::reads_16bit_features), so the batch is neither widened nor narrowed again.
+  TensorSource in_stored_dtype() const;
 
  private:
   torch::Tensor inputs_, labels_;
+  bool widen_ = true;  // 16-bit inputs become fp32 per batch (what stages compute in)
 };
 
 // One split of a Dataset; augment = false serves the eval transform even for the train split.
