@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # What the feature cache saves per head-stage epoch on the quickstart, measured side by side.
 #   bench/feature_cache_speedup.sh [THREADS] [--set key=value]...
-# One fresh run trains the black box and fills a cache; then, twice each and alternating, a run
-# reads the features from the cache (B) and one recomputes them with the same frozen backbone (C).
+# One fresh run trains the black box and fills a cache; then, three times each and alternating, a
+# run reads the features from the cache (B) and one recomputes them with the same frozen backbone (C).
 # A head epoch that recomputes the backbone costs C's train-split feature pass plus C's own head
 # epoch; one from the cache costs B's head epoch (its data waits included). Prints both and the
-# ratio (medians). Extra --set options go to every run, e.g. --set head.dtype=bf16.
+# ratio (medians; every run's figures are printed too: runs on a shared 2-core VM vary by 10%).
+# Extra --set options go to every run, e.g. --set head.dtype=bf16 --set experiment.feature_dtype=bf16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=$(nproc)
@@ -20,7 +21,7 @@ run() {  # run NAME [--set ...]
 }
 run fresh --set experiment.feature_cache="$OUT/cache" "$@"
 reuse=(--set stages.blackbox.weights="$OUT/fresh/model/backbone.pt")
-for i in 1 2; do
+for i in 1 2 3; do
   run "cached$i" --set experiment.feature_cache="$OUT/cache" "${reuse[@]}" "$@"
   run "recomputed$i" "${reuse[@]}" "$@"
 done
@@ -33,8 +34,12 @@ def measure(name):
     head = stages["head"]
     split = stages["features"]["splits"]["train"]
     return split, head["train_seconds"] / epochs, head["data_seconds"] / epochs
-cached = [measure(f"cached{i}") for i in (1, 2)]
-recomputed = [measure(f"recomputed{i}") for i in (1, 2)]
+runs = (1, 2, 3)
+cached = [measure(f"cached{i}") for i in runs]
+recomputed = [measure(f"recomputed{i}") for i in runs]
+for i, (c, r) in enumerate(zip(cached, recomputed), 1):
+    print(f"run {i}: cached head epoch {c[1]:.2f} s; recomputing: backbone pass {r[0]['seconds']:.2f} s "
+          f"+ head epoch {r[1]:.2f} s")
 assert all(s["from"] == "cache" for s, _, _ in cached) and all(s["from"] == "backbone" for s, _, _ in recomputed)
 features = statistics.median(s["seconds"] for s, _, _ in recomputed)
 recomputed_head = statistics.median(e for _, e, _ in recomputed)
