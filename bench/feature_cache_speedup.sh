@@ -5,7 +5,7 @@
 # run reads the features from the cache (B) and one recomputes them with the same frozen backbone (C).
 # A head epoch that recomputes the backbone costs C's train-split feature pass plus C's own head
 # epoch; one from the cache costs B's head epoch (its data waits included). Prints both and the
-# ratio (medians; every run's figures are printed too: runs on a shared 2-core VM vary by 10%).
+# ratio (medians; every run's figures are printed too: this shared 2-core VM drifts by 15-25%).
 # Extra --set options go to every run, e.g. --set head.dtype=bf16 --set experiment.feature_dtype=bf16.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,7 +19,7 @@ class PresenceFunction : public torch::autograd::Function<PresenceFunction> {
     // 1/tau is folded into the (small) prototype side.
     torch::Tensor en, norms;  // G x K x d in z's dtype, G x K x 1
     std::tie(en, norms) = scaled_unit_prototypes(prototypes, 1.0 / temperature, eps, z.scalar_type());
-    if (!en.defined()) {  // not fp32 CPU prototypes: the same with ATen operations
+    if (!en.defined()) {  // not contiguous fp32 CPU prototypes, or z not fp32/bf16: ATen operations
       norms = prototypes.norm(2, 2, true).clamp_min(eps);  // G x K x 1
       en = (prototypes / norms * (1.0 / temperature)).to(z.scalar_type());
     }

@@ -115,6 +115,24 @@ TEST(FusedAdam, HandsWhatItDoesNotFuseToLibTorchAdam) {
     plain.step();
   }
   EXPECT_TRUE(torch::equal(a, b));
+  // A channels-last conv weight (the black box's) beside a plain one: the whole step is Adam's.
+  auto w = torch::randn({4, 3, 2, 2}).contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  auto v = torch::randn({6}).requires_grad_(true);
+  auto w2 = w.detach().clone().contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  auto v2 = v.detach().clone().requires_grad_(true);
+  FusedAdam mixed({w, v}, torch::optim::AdamOptions(0.1));
+  torch::optim::Adam reference({w2, v2}, torch::optim::AdamOptions(0.1));
+  for (int i = 0; i < 3; ++i) {
+    const auto gw = torch::randn({4, 3, 2, 2}).contiguous(at::MemoryFormat::ChannelsLast), gv = torch::randn({6});
+    w.mutable_grad() = gw.clone();
+    v.mutable_grad() = gv.clone();
+    w2.mutable_grad() = gw.clone();
+    v2.mutable_grad() = gv.clone();
+    mixed.step();
+    reference.step();
+  }
+  EXPECT_TRUE(torch::equal(w, w2));
+  EXPECT_TRUE(torch::equal(v, v2));
 }
 
 TEST(Trainer, FitsALinearProblemAndIsDeterministic) {

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/atomic_file.h"
+#include "protoquant/batch_mixing.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/manifest.h"
 #include "protoquant/metric.h"
@@ -475,7 +476,10 @@ absl::Status ExperimentRun::head() {
   }
   TrainOptions options = train_options("head", {head});
   options.validate = [&] { return head_accuracy(*validation_features_); };
-  TensorSource features = head->reads_16bit_features() ? train_features_->in_stored_dtype() : *train_features_;
+  // Mixup/CutMix mix in the batch's dtype: 16-bit features then go in widened, as for any head.
+  TensorSource features = head->reads_16bit_features() && !mixing_enabled(settings)
+                              ? train_features_->in_stored_dtype()
+                              : *train_features_;
   PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features,
                                           [&](const Batch& batch) {
                                             auto loss = cross_entropy(head->forward(batch.images).logits, batch,

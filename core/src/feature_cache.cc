@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -187,7 +188,12 @@ std::optional<CachedFeatures> FeatureCache::load(const std::string& key) const {
     for (uint64_t offset = 0; offset < payload;) {
       const ssize_t got = ::pread(fd, to + offset, std::min<uint64_t>(kReadChunk, payload - offset),
                                   static_cast<off_t>(start + offset));
-      if (got <= 0) return reject(fmt::format("cannot be read ({})", got < 0 ? std::strerror(errno) : "truncated"));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {  // an I/O error says nothing about the entry: warn, recompute, keep the file
+        fmt::print(stderr, "warning: {}: feature cache entry cannot be read ({}); computing the features\n",
+                   path.string(), got < 0 ? std::strerror(errno) : "unexpected end of file");
+        return std::nullopt;
+      }
       crc = crc32_of(to + offset, static_cast<size_t>(got), crc);
       offset += static_cast<uint64_t>(got);
     }

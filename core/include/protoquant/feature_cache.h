@@ -5,8 +5,10 @@
 // One file per entry, <dir>/<16 hex digits of the key's hash>.pqfc:
 //   "PQFCACHE" | uint64 header length | JSON header {version, key, dtype, shape, layout,
 //   payload_bytes, crc32} | zero padding to 64 bytes | labels (N int64) | features (N x H x W x D)
-// It is memory-mapped on load (pages come from the page cache, not the heap). A file whose key,
-// size or checksum does not match is reported, removed and rebuilt: never silently used.
+// On load an entry that fits in half the available memory is read into memory on huge pages
+// (host_memory.h); a larger one is used through a file mapping (pages from the page cache, shared
+// by concurrent runs). A file whose key, size or checksum does not match is reported, removed and
+// rebuilt: never silently used.
 #pragma once
 
 #include <cstdint>
