@@ -24,8 +24,8 @@ HeadOutput ProtoQuantHead::forward(const torch::Tensor& stored) {
   const int64_t m = groups_, sub = prototypes_.size(1);
   // 16-bit features: bf16 ones go straight into the bf16 training step's rows; anything else
   // computes in fp32 (the prototypes' dtype).
-  const bool direct = stored.scalar_type() == torch::kBFloat16 && options_.bf16 && is_training() &&
-                      competitors_.size(0) == 0 && !stored.requires_grad();
+  const bool direct = stored.scalar_type() == torch::kBFloat16 && options_.bf16 && fused_training_step() &&
+                      !stored.requires_grad();
   const auto features = direct || stored.scalar_type() == prototypes_.scalar_type()
                             ? stored
                             : stored.to(prototypes_.scalar_type());
@@ -45,7 +45,7 @@ HeadOutput ProtoQuantHead::forward(const torch::Tensor& stored) {
     if (part.similarity.defined()) similarity.push_back(part.similarity);
   }
   HeadOutput out;
-  out.presence = torch::cat(presence).to(prototypes_.scalar_type());
+  out.presence = torch::cat(presence);
   out.logits = class_logits(out.presence);
   if (!similarity.empty()) out.similarity = torch::cat(similarity);
   return out;
@@ -73,7 +73,7 @@ HeadOutput ProtoQuantHead::forward_chunk(const torch::Tensor& features) {
     return (z / z.norm(2, 2, true).clamp_min(options_.eps)).to(compute);
   };
   HeadOutput out;
-  if (is_training() && q == 0) {
+  if (fused_training_step()) {
     // Training needs neither the similarity maps nor the softmax outside its max: one fused node.
     // Frozen features (the usual case) go in raw, in one copy that also converts them, with their
     // inverse norms as the node's row scale: no pass to normalise them.

@@ -44,6 +44,9 @@ class ProtoQuantHead : public Head {
 
  private:
   HeadOutput forward_chunk(const torch::Tensor& features);
+  // Training without removed prototypes runs as one fused node (presence.h); only it takes bf16
+  // features as stored.
+  bool fused_training_step() const { return is_training() && competitors_.size(0) == 0; }
   torch::Tensor class_logits(const torch::Tensor& presence);
 
   ProtoQuantHeadOptions options_;
