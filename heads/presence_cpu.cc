@@ -4,10 +4,12 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
 
+#include "presence_avx512.h"
 #include "protoquant/cpu_loops.h"
 
 namespace protoquant::heads {
@@ -123,15 +125,28 @@ inline __attribute__((always_inline)) float copy_row_of(const float* in, T* out,
 
 PQ_CPU_CLONES float copy_row(const float* in, float* out, int64_t d) { return copy_row_of(in, out, d); }
 PQ_CPU_CLONES float copy_row(const float* in, bf16_bits* out, int64_t d) { return copy_row_of(in, out, d); }
-PQ_CPU_CLONES float copy_row(const bf16_bits* in, bf16_bits* out, int64_t d) {  // bf16 features as stored
+
+// The sum of squares of one cell's d bf16 values: the norm of features used as stored.
+PQ_CPU_CLONES float sum_of_squares(const bf16_bits* in, int64_t d) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < d; ++i) {
-    out[i] = in[i];
     const float v = cpu::widen(in[i]);
     sum += v * v;
   }
   return sum;
+}
+
+void inverse_norms_of_cells(const bf16_bits* in, float* inverse_norm, int64_t n, int64_t groups, int64_t d,
+                            float eps) {
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t cell = begin; cell < end; ++cell) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const float norm = std::sqrt(sum_of_squares(in + cell * groups * d + g * d, d));
+        inverse_norm[g * n + cell] = 1.0f / std::max(norm, eps);
+      }
+    }
+  });
 }
 
 template <typename In, typename T>
@@ -225,6 +240,16 @@ void forward_images(torch::Tensor& s, const torch::Tensor& row_scale, const Geom
     for (int64_t image = begin; image < end; ++image) {  // image = group * batch + b
       float* image_best = best + image * g.k;
       int32_t* image_at = at + image * g.k;
+      if constexpr (std::is_same_v<T, bf16_bits>) {
+        if (avx512::enabled()) {
+          const int64_t first = image * g.cells;
+          if (!avx512::softmax_rows_and_max(y + first * g.k, scale ? scale + first : nullptr, g.cells, g.k,
+                                            image_best, image_at, e.data())) {
+            finite = false;
+          }
+          continue;
+        }
+      }
       std::fill(image_best, image_best + g.k, -1.0f);  // below any softmax value
       for (int64_t cell = 0; cell < g.cells; ++cell) {
         const int64_t row = image * g.cells + cell;
@@ -247,17 +272,32 @@ void backward_images(torch::Tensor& y_tensor, const torch::Tensor& presence, con
   const int32_t* at = argmax.data_ptr<int32_t>();
   at::parallel_for(0, g.groups * g.batch, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> w(g.k), s_cell(g.cells);
+    std::vector<int32_t> holds(g.cells);
     for (int64_t image = begin; image < end; ++image) {
       const int32_t* image_at = at + image * g.k;
       std::fill(s_cell.begin(), s_cell.end(), 0.0f);
+      std::fill(holds.begin(), holds.end(), 0);
       for (int64_t i = 0; i < g.k; ++i) {  // w = dP y at the argmax cells; s = its sum per cell
         w[i] = dp[image * g.k + i] * p[image * g.k + i];
         s_cell[image_at[i]] += w[i];
+        ++holds[image_at[i]];
+      }
+      const int64_t first = image * g.cells;
+      if constexpr (std::is_same_v<T, bf16_bits>) {
+        if (avx512::enabled()) {
+          avx512::softmax_rows_backward(y + first * g.k, scale ? scale + first : nullptr, g.cells, g.k, w.data(),
+                                        s_cell.data(), holds.data(), image_at);
+          continue;
+        }
       }
       for (int64_t cell = 0; cell < g.cells; ++cell) {
-        const int64_t row = image * g.cells + cell;
+        const int64_t row = first + cell;
+        if (holds[cell] == 0) {  // no max in this cell: dS = (0 - y * 0) * scale = 0 (y is finite)
+          std::fill(y + row * g.k, y + (row + 1) * g.k, T{0});
+          continue;
+        }
         backward_row(y + row * g.k, w.data(), image_at, static_cast<int32_t>(cell), s_cell[cell],
-                         scale ? scale[row] : 1.0f, g.k);
+                     scale ? scale[row] : 1.0f, g.k);
       }
     }
   });
@@ -278,12 +318,14 @@ std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Ten
   // N x D rows: a view of channels-last maps (backbones and the feature cache give those), a copy
   // of any other.
   const auto in = features.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});
-  auto rows = torch::empty({n, dim}, features.options().dtype(dtype));
   auto inverse_norm = torch::empty({groups, n}, features.options().dtype(torch::kFloat32));
-  if (bf16_in) {
-    copy_cells(reinterpret_cast<const bf16_bits*>(in.data_ptr()), data_of<bf16_bits>(rows),
-               inverse_norm.data_ptr<float>(), n, groups, d, static_cast<float>(eps));
-  } else if (dtype == torch::kBFloat16) {
+  if (bf16_in) {  // already the rows (a view of the channels-last map): only their norms to compute
+    inverse_norms_of_cells(reinterpret_cast<const bf16_bits*>(in.data_ptr()), inverse_norm.data_ptr<float>(), n,
+                           groups, d, static_cast<float>(eps));
+    return {in.reshape({n, groups, d}).transpose(0, 1), inverse_norm};
+  }
+  auto rows = torch::empty({n, dim}, features.options().dtype(dtype));
+  if (dtype == torch::kBFloat16) {
     copy_cells(in.data_ptr<float>(), data_of<bf16_bits>(rows), inverse_norm.data_ptr<float>(), n, groups, d,
                static_cast<float>(eps));
   } else {

@@ -2,7 +2,8 @@
 // one image's cells at a time (a few tens of KB, in cache) instead of six ATen passes over the
 // whole G x N x K similarity tensor. With the GEMMs in bf16 they were most of a head step: at
 // the quickstart's size (N = 128 x 7 x 7, K = 256) ATen's softmax and max over cells took
-// 2.0 ms of a 7.6 ms step, these loops take about 0.5 ms for both directions.
+// 2.0 ms of a 7.6 ms step, these loops take about 0.75 ms for both directions, and the AVX-512
+// kernels of presence_avx512.h, used for bf16 where the CPU has them, about 0.5 ms.
 //
 // Shapes: s and y are G x N x K with N = batch x cells, row-major; row_scale is G x N fp32 (one
 // factor per cell: the inverse norm of its feature vector, so the GEMM can run on raw features),
@@ -15,8 +16,8 @@
 
 namespace protoquant::heads {
 
-// The cells of a B x D x H x W CPU feature map (fp32, or bf16 when `dtype` is bf16: then copied
-// as stored) as G x N x d rows in `dtype` (fp32 or bf16;
+// The cells of a B x D x H x W CPU feature map (fp32, or bf16 when `dtype` is bf16: then used as
+// stored, a view of a channels-last map) as G x N x d rows in `dtype` (fp32 or bf16;
 // N = B*H*W, D = G*d), with the inverse norm of each row as stored (G x N fp32, norms clamped to
 // eps): the inputs of prototype_presence for frozen features, in one pass over a channels-last
 // map instead of a transposing copy, a conversion, a square and a sum. Returns {} for any other

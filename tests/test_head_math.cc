@@ -6,12 +6,19 @@
 #include <torch/torch.h>
 
 #include "heads/presence.h"
+#include "heads/presence_avx512.h"
 #include "heads/presence_cpu.h"
 #include "protoquant/model_size.h"
 #include "test_support.h"
 
 namespace protoquant {
 namespace {
+
+// Runs the presence passes with the AVX-512 kernels on or off, and turns them back on afterwards.
+struct Kernels {
+  explicit Kernels(bool avx512) { heads::avx512::set_enabled(avx512); }
+  ~Kernels() { heads::avx512::set_enabled(true); }
+};
 
 std::shared_ptr<Head> build_head(const torch::Tensor& prototypes, int64_t classes, double temperature,
                                  double sparsity = 0.0, bool pipnet = false) {
@@ -209,7 +216,11 @@ TEST(FusedPresence, CpuPassesMatchTheFormulaInFp64) {
   const auto en0 = torch::randn({groups, k, d}, torch::kFloat64) * 2;  // raw prototypes, tau = 0.1
   en0[1][5].zero_();  // a zero prototype: its norm is clamped, and no component is removed
   const auto upstream = torch::randn({groups, batch, k}, torch::kFloat64);
-  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+  for (const auto [dtype, avx512] : {std::pair{torch::kFloat32, false}, std::pair{torch::kBFloat16, false},
+                                     std::pair{torch::kBFloat16, true}}) {
+    if (avx512 && !heads::avx512::supported()) continue;
+    SCOPED_TRACE(avx512 ? "AVX-512 kernels" : "portable loops");
+    const Kernels kernels(avx512);
     // The reference starts from the same (rounded) inputs, so only the passes' arithmetic differs.
     const auto zr = z0.to(dtype).to(torch::kFloat64), er = en0.to(dtype).to(torch::kFloat64);
     // Prototypes stay fp32 (as the head's parameters do); only the GEMM side is rounded.
@@ -248,15 +259,69 @@ TEST(FusedPresence, CellRowsAndInverseNormsMatchATen) {
       EXPECT_TRUE(torch::allclose(inverse_norm.to(torch::kFloat64), expected, 1e-5, 0)) << dtype;
     }
   }
-  // bf16 features into bf16 rows: copied as stored, norms from the stored values.
+  // bf16 features into bf16 rows: used as stored (a view of a channels-last map), norms from the
+  // stored values.
   const auto stored = nchw.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
   const auto [rows, inverse_norm] = heads::cells_and_inverse_norms(stored, groups, torch::kBFloat16, 1e-6);
   ASSERT_TRUE(rows.defined());
   EXPECT_TRUE(torch::equal(rows, reference.to(torch::kBFloat16)));
+  EXPECT_EQ(rows.data_ptr(), stored.data_ptr());
   const auto expected = 1.0 / reference.to(torch::kBFloat16).to(torch::kFloat64).norm(2, 2).clamp_min(1e-6);
   EXPECT_TRUE(torch::allclose(inverse_norm.to(torch::kFloat64), expected, 1e-5, 0));
   EXPECT_FALSE(heads::cells_and_inverse_norms(stored, groups, torch::kFloat32, 1e-6).first.defined());  // widen: ATen
   EXPECT_FALSE(heads::cells_and_inverse_norms(nchw.to(torch::kFloat64), groups, torch::kFloat64, 1e-6).first.defined());
+}
+
+// The AVX-512 row passes against the portable ones on the same bf16 similarities: the softmax to
+// one bf16 rounding, presence to fp32 rounding, the same argmax cells (up to near-ties), and the
+// same gradient to one rounding. K = 37 leaves a partial vector; with K = 2 prototypes and 6 cells
+// some cells hold no max, whose gradient rows must be exact zeros.
+TEST(FusedPresence, Avx512KernelsMatchThePortableLoops) {
+  if (!heads::avx512::supported()) GTEST_SKIP() << "this CPU has no AVX-512 BF16";
+  torch::manual_seed(13);
+  for (const int64_t k : {int64_t{37}, int64_t{256}, int64_t{2}}) {
+    SCOPED_TRACE(k);
+    const int64_t groups = 2, batch = 3, cells = 6, n = batch * cells;
+    const auto s0 = (torch::randn({groups, n, k}) * 4).to(torch::kBFloat16);
+    const auto row_scale = torch::rand({groups, n}) + 0.5;
+    const auto upstream = torch::randn({groups, batch, k});
+    auto run = [&](bool avx512) {
+      const Kernels kernels(avx512);
+      auto y = s0.clone();
+      const auto [presence, argmax] = heads::softmax_max_over_cells_(y, row_scale, batch);
+      auto ds = y.clone();
+      heads::softmax_max_over_cells_backward_(ds, presence, argmax, upstream, row_scale, batch);
+      return std::make_tuple(y, presence, argmax, ds);
+    };
+    const auto [y1, p1, a1, ds1] = run(false);
+    const auto [y2, p2, a2, ds2] = run(true);
+    // One bf16 step is 2^-8 relative; the fp32 values before rounding differ by a few ulp.
+    const auto yf = y1.to(torch::kFloat32);
+    EXPECT_LE((y2.to(torch::kFloat32) - yf).abs().max().item<float>(), yf.abs().max().item<float>() / 128);
+    EXPECT_TRUE(torch::allclose(p2, p1, 1e-5, 1e-7)) << (p2 - p1).abs().max();
+    // A different argmax is only allowed where the two cells' values tie to fp32 rounding.
+    const auto cell_values = y1.to(torch::kFloat32).view({groups, batch, cells, k});
+    const auto at1 = cell_values.gather(2, a1.to(torch::kInt64).unsqueeze(2));
+    const auto at2 = cell_values.gather(2, a2.to(torch::kInt64).unsqueeze(2));
+    EXPECT_TRUE(torch::allclose(at1, at2, 1e-2, 0)) << "argmax differs beyond a near-tie";
+    EXPECT_GE(a1.eq(a2).to(torch::kFloat32).mean().item<float>(), 0.95);
+    const auto df = ds1.to(torch::kFloat32);
+    EXPECT_LE((ds2.to(torch::kFloat32) - df).abs().max().item<float>(), 1e-2 * (1 + df.abs().max().item<float>()));
+    // Cells that hold no prototype's max: zero rows in both.
+    const auto holds = torch::zeros({groups, batch, cells}, torch::kInt64)
+                           .scatter_add_(2, a2.to(torch::kInt64), torch::ones_like(a2, torch::kInt64));
+    const auto empty_rows = holds.view({groups, n}).eq(0);
+    if (k == 2) EXPECT_GT(empty_rows.sum().item<int64_t>(), 0);
+    const auto zero_where_empty = ds2.to(torch::kFloat32).abs().sum(2).masked_select(empty_rows);
+    EXPECT_EQ(zero_where_empty.sum().item<float>(), 0.0f);
+  }
+  // NaN similarities: an error on both paths.
+  for (const bool avx512 : {false, true}) {
+    const Kernels kernels(avx512);
+    auto s = torch::randn({1, 4, 20}).to(torch::kBFloat16);
+    s[0][3][17] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_THROW(heads::softmax_max_over_cells_(s, torch::Tensor(), 2), c10::Error) << avx512;
+  }
 }
 
 TEST(FusedPresence, BackwardRunsOnceBecauseItReusesTheSoftmaxBuffer) {
