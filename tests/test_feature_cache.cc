@@ -1,8 +1,11 @@
 // The feature cache: round trip, sharing, and every way an entry can be unusable (corrupted,
 // truncated, another key's) being detected and rebuilt rather than used.
+#include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "protoquant/feature_cache.h"
@@ -100,6 +103,37 @@ TEST_P(FeatureCacheModes, CorruptedTruncatedAndForeignEntriesAreRejectedAndRemov
   ::testing::internal::CaptureStderr();
   EXPECT_FALSE(cache.load("c").has_value());
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("not a feature cache file"), std::string::npos);
+}
+
+// A forged header whose shape multiplies out, modulo 2^64, to the payload's real size: rejected,
+// not mapped as a tensor of 2^62 elements over 760 bytes.
+TEST_P(FeatureCacheModes, AShapeThatWrapsAroundTheSizeIsRejected) {
+  testing::TempDir dir;
+  const FeatureCache cache = make_cache(dir.path());
+  Entry entry;  // 5 x 6 x 3 x 2 fp32: 720 feature bytes and 40 label bytes
+  ASSERT_TRUE(cache.store("w", entry.features, entry.labels).ok());
+  const fs::path file = cache.path_for("w");
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  uint64_t length = 0;
+  std::memcpy(&length, bytes.data() + 8, sizeof length);
+  auto header = nlohmann::json::parse(bytes.substr(16, length));
+  const uint64_t payload = header["payload_bytes"].get<uint64_t>();
+  ASSERT_EQ(payload, 760u);
+  // 5 * 4 * (2^60 + 9) * 1 elements of 4 bytes = 5 * 2^64 + 720 bytes, which is 720 modulo 2^64.
+  header["shape"] = {5, 4, (int64_t{1} << 60) + 9, 1};
+  const std::string text = header.dump();
+  const uint64_t forged_length = text.size();
+  std::string forged = bytes.substr(0, 8);
+  forged.append(reinterpret_cast<const char*>(&forged_length), sizeof forged_length);
+  forged += text;
+  forged.resize((forged.size() + 63) / 64 * 64, '\0');  // the payload starts 64-byte aligned
+  forged += bytes.substr(bytes.size() - payload);
+  testing::write_text(file, forged);
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("w").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("wrong size"), std::string::npos);
 }
 
 TEST(FeatureCache, WeightsChecksumChangesWithAnyWeight) {

@@ -174,8 +174,15 @@ std::optional<CachedFeatures> FeatureCache::load(const std::string& key) const {
   const uint64_t start = (sizeof kMagic + sizeof length + length + kAlign - 1) / kAlign * kAlign;
   const uint64_t payload = header["payload_bytes"].get<uint64_t>();
   const int64_t n = shape[0];
-  const uint64_t expected = n * sizeof(int64_t) + shape[0] * shape[1] * shape[2] * shape[3] * c10::elementSize(dtype);
-  if (payload != expected || start + payload != mapping->size) return reject("is truncated or has the wrong size");
+  // A tampered header must not wrap the size arithmetic into a match with the file's size.
+  uint64_t expected = c10::elementSize(dtype);
+  bool wraps = false;
+  for (const int64_t d : shape) wraps |= __builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected);
+  wraps |= __builtin_add_overflow(expected, static_cast<uint64_t>(n) * sizeof(int64_t), &expected);
+  wraps |= static_cast<uint64_t>(n) > mapping->size;
+  if (wraps || payload != expected || start + payload != mapping->size) {
+    return reject("is truncated or has the wrong size");
+  }
   // An entry that fits in half the available memory is read onto huge pages (host_memory.h: the
   // stages' random-row gathers from it run twice as fast), each chunk checksummed while in cache;
   // a larger one (ImageNet-scale) is checksummed and used in place through the mapping.
