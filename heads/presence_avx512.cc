@@ -28,10 +28,11 @@ PQ_AVX512_BF16 inline void store_bf16(uint16_t* p, __mmask16 m, __m512 v) {
 }
 
 // exp(x) to ~1 ulp: Cody-Waite reduction by ln 2 and the degree-6 polynomial of the portable
-// exp_approx, with 2^n applied by vscalefps, which underflows to 0 on its own. NaN stays NaN
-// (vmaxps returns its second operand when either is NaN); -inf gives 0.
+// exp_approx, with 2^n applied by vscalefps. x is clamped at -87 as there: exp(-87) is still a
+// normal float, so no (slow) denormal arithmetic follows. NaN stays NaN (vmaxps returns its
+// second operand when either is NaN).
 PQ_AVX512_BF16 inline __m512 exp16(__m512 x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);
   const __m512 n =
       _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
