@@ -4,7 +4,8 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// GCC 12 has every intrinsic below and __builtin_cpu_supports("avx512bf16").
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #include <immintrin.h>
 
 // Per function, not per file: the library must still load and run on CPUs without AVX-512.
@@ -22,7 +23,8 @@ PQ_AVX512_BF16 inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-// Round to nearest even, as the portable cpu::narrow (vcvtneps2bf16 keeps NaN a NaN as well).
+// Round to nearest even, as the portable cpu::narrow, and NaN stays NaN; unlike it,
+// vcvtneps2bf16 flushes denormals (below 2^-126) to zero.
 PQ_AVX512_BF16 inline void store_bf16(uint16_t* p, __mmask16 m, __m512 v) {
   _mm256_mask_storeu_epi16(p, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
 }
@@ -47,7 +49,8 @@ PQ_AVX512_BF16 inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-PQ_AVX512_BF16 bool cpu_has_avx512_bf16() {
+// Without the target attribute: this runs on every CPU, and must not contain AVX-512 code itself.
+bool cpu_has_avx512_bf16() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512bf16");
@@ -78,7 +81,11 @@ PQ_AVX512_BF16 bool softmax_rows_and_max(uint16_t* y, const float* row_scale, in
       const __mmask16 m = lanes(k - i);
       top = _mm512_mask_max_ps(top, m, top, _mm512_mul_ps(load_bf16(row + i, m), scale));
     }
-    const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+    const float row_max = _mm512_reduce_max_ps(top);
+    // An infinite scale * s: the portable pass gets inf - inf = NaN and reports it; so must this
+    // one, whose fused scale * s - max would give -inf and a quietly uniform row.
+    finite = finite && std::isfinite(row_max);
+    const __m512 shift = _mm512_set1_ps(row_max);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = 0; i < k; i += 16) {
       const __mmask16 m = lanes(k - i);

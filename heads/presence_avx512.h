@@ -1,19 +1,22 @@
 // The presence node's row passes for bf16 similarities, written with AVX-512 intrinsics (F, BW,
-// BF16: AMD Zen 4, Intel Sapphire Rapids and later) and picked at run time where the CPU has them.
+// VL, DQ, BF16: AMD Zen 4, Intel Cooper Lake, Sapphire Rapids and later) and picked at run time
+// where the CPU has them.
 //
 // They do what the portable loops in presence_cpu.cc do, which stay the reference (the tests
 // compare the two) and the path on every other CPU. The portable loops are compiled for AVX-512 as
 // well, but GCC cannot express three things that made them cost twice these: the one-instruction
 // fp32 -> bf16 rounding (vcvtneps2bf16; in portable code, six integer operations), exp's 2^n by
-// vscalefps (no clamping or exponent arithmetic), and the running max over cells as masked stores
-// without branches (GCC guards them with a mispredicted "any lane?" branch).
+// vscalefps (no exponent arithmetic), and the running max over cells as masked stores without
+// branches (GCC guards them with a mispredicted "any lane?" branch). Results agree with the
+// portable loops to rounding, not bit for bit (e.g. vcvtneps2bf16 flushes denormals to zero), so
+// a run resumed on a CPU of the other kind continues on slightly different numbers.
 #pragma once
 
 #include <cstdint>
 
 namespace protoquant::heads::avx512 {
 
-// Whether this CPU runs the functions below (and this build has them: x86-64 with GCC or Clang).
+// Whether this CPU runs the functions below (and this build has them: x86-64 with GCC 12+).
 bool supported();
 
 // Whether presence_cpu.cc uses them: supported() unless turned off with set_enabled(false), which

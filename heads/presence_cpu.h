@@ -21,7 +21,9 @@ namespace protoquant::heads {
 // N = B*H*W, D = G*d), with the inverse norm of each row as stored (G x N fp32, norms clamped to
 // eps): the inputs of prototype_presence for frozen features, in one pass over a channels-last
 // map instead of a transposing copy, a conversion, a square and a sum. Returns {} for any other
-// input (another device or dtype).
+// input (another device or dtype). The bf16 view shares the features' storage and version
+// counter: changing them in place before the backward pass is an autograd error, as for any
+// saved tensor.
 std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Tensor& features, int64_t groups,
                                                                 torch::ScalarType dtype, double eps);
 

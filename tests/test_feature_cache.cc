@@ -136,6 +136,38 @@ TEST_P(FeatureCacheModes, AShapeThatWrapsAroundTheSizeIsRejected) {
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("wrong size"), std::string::npos);
 }
 
+// A forged header whose payload size plus its start wraps around to a file that ends inside the
+// header's padding: rejected, not checksummed past the end of the mapping.
+TEST_P(FeatureCacheModes, APayloadThatWrapsPastTheFileIsRejected) {
+  testing::TempDir dir;
+  const FeatureCache cache = make_cache(dir.path());
+  Entry entry;
+  ASSERT_TRUE(cache.store("p", entry.features, entry.labels).ok());
+  const fs::path file = cache.path_for("p");
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  uint64_t length = 0;
+  std::memcpy(&length, bytes.data() + 8, sizeof length);
+  auto header = nlohmann::json::parse(bytes.substr(16, length));
+  // One image of 2^62 - 3 fp32 values and its label: 2^64 - 4 bytes, so start + payload wraps to
+  // start - 4, which the file's size is made to be.
+  header["shape"] = {1, (int64_t{1} << 62) - 3, 1, 1};
+  header["payload_bytes"] = ~uint64_t{0} - 3;
+  std::string text = header.dump();
+  while ((16 + text.size()) % 64 == 0 || (16 + text.size()) % 64 > 60) text += ' ';  // padding of 4+ bytes
+  const uint64_t forged_length = text.size();
+  std::string forged = bytes.substr(0, 8);
+  forged.append(reinterpret_cast<const char*>(&forged_length), sizeof forged_length);
+  forged += text;
+  const size_t start = (forged.size() + 63) / 64 * 64;
+  forged.resize(start - 4, '\0');
+  testing::write_text(file, forged);
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load("p").has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("wrong size"), std::string::npos);
+}
+
 TEST(FeatureCache, WeightsChecksumChangesWithAnyWeight) {
   torch::manual_seed(0);
   torch::nn::Linear a(3, 2);

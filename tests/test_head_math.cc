@@ -16,8 +16,9 @@ namespace {
 
 // Runs the presence passes with the AVX-512 kernels on or off, and turns them back on afterwards.
 struct Kernels {
-  explicit Kernels(bool avx512) { heads::avx512::set_enabled(avx512); }
-  ~Kernels() { heads::avx512::set_enabled(true); }
+  explicit Kernels(bool avx512) : before(heads::avx512::enabled()) { heads::avx512::set_enabled(avx512); }
+  ~Kernels() { heads::avx512::set_enabled(before); }
+  bool before;
 };
 
 std::shared_ptr<Head> build_head(const torch::Tensor& prototypes, int64_t classes, double temperature,
@@ -312,15 +313,19 @@ TEST(FusedPresence, Avx512KernelsMatchThePortableLoops) {
                            .scatter_add_(2, a2.to(torch::kInt64), torch::ones_like(a2, torch::kInt64));
     const auto empty_rows = holds.view({groups, n}).eq(0);
     if (k == 2) EXPECT_GT(empty_rows.sum().item<int64_t>(), 0);
-    const auto zero_where_empty = ds2.to(torch::kFloat32).abs().sum(2).masked_select(empty_rows);
-    EXPECT_EQ(zero_where_empty.sum().item<float>(), 0.0f);
+    for (const auto& ds : {ds1, ds2}) {
+      EXPECT_EQ(ds.to(torch::kFloat32).abs().sum(2).masked_select(empty_rows).sum().item<float>(), 0.0f);
+    }
   }
-  // NaN similarities: an error on both paths.
+  // NaN similarities, and a row scale that overflows scale * s to infinity: an error on both paths.
   for (const bool avx512 : {false, true}) {
     const Kernels kernels(avx512);
     auto s = torch::randn({1, 4, 20}).to(torch::kBFloat16);
     s[0][3][17] = std::numeric_limits<float>::quiet_NaN();
     EXPECT_THROW(heads::softmax_max_over_cells_(s, torch::Tensor(), 2), c10::Error) << avx512;
+    auto large = torch::full({1, 4, 20}, 1e30).to(torch::kBFloat16);
+    const auto overflowing = torch::full({1, 4}, 1e30);
+    EXPECT_THROW(heads::softmax_max_over_cells_(large, overflowing, 2), c10::Error) << avx512;
   }
 }
 

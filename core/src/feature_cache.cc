@@ -180,7 +180,7 @@ std::optional<CachedFeatures> FeatureCache::load(const std::string& key) const {
   for (const int64_t d : shape) wraps |= __builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected);
   wraps |= __builtin_add_overflow(expected, static_cast<uint64_t>(n) * sizeof(int64_t), &expected);
   wraps |= static_cast<uint64_t>(n) > mapping->size;
-  if (wraps || payload != expected || start + payload != mapping->size) {
+  if (wraps || payload != expected || start > mapping->size || payload != mapping->size - start) {
     return reject("is truncated or has the wrong size");
   }
   // An entry that fits in half the available memory is read onto huge pages (host_memory.h: the
