@@ -105,6 +105,35 @@ TEST_P(FeatureCacheModes, CorruptedTruncatedAndForeignEntriesAreRejectedAndRemov
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("not a feature cache file"), std::string::npos);
 }
 
+// A stored entry's file: its bytes and its parsed header (after the 8-byte magic and the 8-byte
+// header length).
+struct EntryFile {
+  explicit EntryFile(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    uint64_t length = 0;
+    std::memcpy(&length, bytes.data() + 8, sizeof length);
+    header = nlohmann::json::parse(bytes.substr(16, length));
+  }
+  // Magic, length and the header's text, zero-padded to the 64-byte aligned start of a payload.
+  std::string forged_prefix(const std::string& text) const {
+    const uint64_t length = text.size();
+    std::string prefix = bytes.substr(0, 8);
+    prefix.append(reinterpret_cast<const char*>(&length), sizeof length);
+    prefix += text;
+    prefix.resize((prefix.size() + 63) / 64 * 64, '\0');
+    return prefix;
+  }
+  std::string bytes;
+  nlohmann::json header;
+};
+
+void expect_rejected_as_wrong_size(const FeatureCache& cache, const std::string& key) {
+  ::testing::internal::CaptureStderr();
+  EXPECT_FALSE(cache.load(key).has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("wrong size"), std::string::npos);
+}
+
 // A forged header whose shape multiplies out, modulo 2^64, to the payload's real size: rejected,
 // not mapped as a tensor of 2^62 elements over 760 bytes.
 TEST_P(FeatureCacheModes, AShapeThatWrapsAroundTheSizeIsRejected) {
@@ -112,28 +141,14 @@ TEST_P(FeatureCacheModes, AShapeThatWrapsAroundTheSizeIsRejected) {
   const FeatureCache cache = make_cache(dir.path());
   Entry entry;  // 5 x 6 x 3 x 2 fp32: 720 feature bytes and 40 label bytes
   ASSERT_TRUE(cache.store("w", entry.features, entry.labels).ok());
-  const fs::path file = cache.path_for("w");
-  std::ifstream in(file, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  in.close();
-  uint64_t length = 0;
-  std::memcpy(&length, bytes.data() + 8, sizeof length);
-  auto header = nlohmann::json::parse(bytes.substr(16, length));
-  const uint64_t payload = header["payload_bytes"].get<uint64_t>();
+  EntryFile file(cache.path_for("w"));
+  const uint64_t payload = file.header["payload_bytes"].get<uint64_t>();
   ASSERT_EQ(payload, 760u);
   // 5 * 4 * (2^60 + 9) * 1 elements of 4 bytes = 5 * 2^64 + 720 bytes, which is 720 modulo 2^64.
-  header["shape"] = {5, 4, (int64_t{1} << 60) + 9, 1};
-  const std::string text = header.dump();
-  const uint64_t forged_length = text.size();
-  std::string forged = bytes.substr(0, 8);
-  forged.append(reinterpret_cast<const char*>(&forged_length), sizeof forged_length);
-  forged += text;
-  forged.resize((forged.size() + 63) / 64 * 64, '\0');  // the payload starts 64-byte aligned
-  forged += bytes.substr(bytes.size() - payload);
-  testing::write_text(file, forged);
-  ::testing::internal::CaptureStderr();
-  EXPECT_FALSE(cache.load("w").has_value());
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("wrong size"), std::string::npos);
+  file.header["shape"] = {5, 4, (int64_t{1} << 60) + 9, 1};
+  testing::write_text(cache.path_for("w"),
+                      file.forged_prefix(file.header.dump()) + file.bytes.substr(file.bytes.size() - payload));
+  expect_rejected_as_wrong_size(cache, "w");
 }
 
 // A forged header whose payload size plus its start wraps around to a file that ends inside the
@@ -143,29 +158,17 @@ TEST_P(FeatureCacheModes, APayloadThatWrapsPastTheFileIsRejected) {
   const FeatureCache cache = make_cache(dir.path());
   Entry entry;
   ASSERT_TRUE(cache.store("p", entry.features, entry.labels).ok());
-  const fs::path file = cache.path_for("p");
-  std::ifstream in(file, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  in.close();
-  uint64_t length = 0;
-  std::memcpy(&length, bytes.data() + 8, sizeof length);
-  auto header = nlohmann::json::parse(bytes.substr(16, length));
+  EntryFile file(cache.path_for("p"));
   // One image of 2^62 - 3 fp32 values and its label: 2^64 - 4 bytes, so start + payload wraps to
   // start - 4, which the file's size is made to be.
-  header["shape"] = {1, (int64_t{1} << 62) - 3, 1, 1};
-  header["payload_bytes"] = ~uint64_t{0} - 3;
-  std::string text = header.dump();
+  file.header["shape"] = {1, (int64_t{1} << 62) - 3, 1, 1};
+  file.header["payload_bytes"] = ~uint64_t{0} - 3;
+  std::string text = file.header.dump();
   while ((16 + text.size()) % 64 == 0 || (16 + text.size()) % 64 > 60) text += ' ';  // padding of 4+ bytes
-  const uint64_t forged_length = text.size();
-  std::string forged = bytes.substr(0, 8);
-  forged.append(reinterpret_cast<const char*>(&forged_length), sizeof forged_length);
-  forged += text;
-  const size_t start = (forged.size() + 63) / 64 * 64;
-  forged.resize(start - 4, '\0');
-  testing::write_text(file, forged);
-  ::testing::internal::CaptureStderr();
-  EXPECT_FALSE(cache.load("p").has_value());
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("wrong size"), std::string::npos);
+  std::string forged = file.forged_prefix(text);
+  forged.resize(forged.size() - 4);
+  testing::write_text(cache.path_for("p"), forged);
+  expect_rejected_as_wrong_size(cache, "p");
 }
 
 TEST(FeatureCache, WeightsChecksumChangesWithAnyWeight) {
