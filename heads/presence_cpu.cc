@@ -137,29 +137,27 @@ PQ_CPU_CLONES float sum_of_squares(const bf16_bits* in, int64_t d) {
   return sum;
 }
 
-void inverse_norms_of_cells(const bf16_bits* in, float* inverse_norm, int64_t n, int64_t groups, int64_t d,
-                            float eps) {
+// For every cell n and sub-space g of an N x (G*d) row-major map: inverse_norm[g, n] =
+// 1 / max(sqrt(sum_of_squares_at(offset)), eps), where sum_of_squares_at reads (and may copy)
+// the d values at that offset.
+template <typename SumOfSquares>
+void inverse_norms_of_cells(float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps,
+                            const SumOfSquares& sum_of_squares_at) {
   at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
     for (int64_t cell = begin; cell < end; ++cell) {
       for (int64_t g = 0; g < groups; ++g) {
-        const float norm = std::sqrt(sum_of_squares(in + cell * groups * d + g * d, d));
+        const float norm = std::sqrt(sum_of_squares_at(cell * groups * d + g * d));
         inverse_norm[g * n + cell] = 1.0f / std::max(norm, eps);
       }
     }
   });
 }
 
-template <typename In, typename T>
-void copy_cells(const In* in, T* out, float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps) {
-  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t cell = begin; cell < end; ++cell) {
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t offset = cell * groups * d + g * d;
-        const float norm = std::sqrt(copy_row(in + offset, out + offset, d));
-        inverse_norm[g * n + cell] = 1.0f / std::max(norm, eps);
-      }
-    }
-  });
+// Copies fp32 cells into rows of T, with the inverse norms of the rows as stored.
+template <typename T>
+void copy_cells(const float* in, T* out, float* inverse_norm, int64_t n, int64_t groups, int64_t d, float eps) {
+  inverse_norms_of_cells(inverse_norm, n, groups, d, eps,
+                         [&](int64_t offset) { return copy_row(in + offset, out + offset, d); });
 }
 
 // One prototype row: out = e * (scale / max(|e|, eps)); returns the clamped norm.
@@ -320,8 +318,9 @@ std::pair<torch::Tensor, torch::Tensor> cells_and_inverse_norms(const torch::Ten
   const auto in = features.contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});
   auto inverse_norm = torch::empty({groups, n}, features.options().dtype(torch::kFloat32));
   if (bf16_in) {  // already the rows (a view of the channels-last map): only their norms to compute
-    inverse_norms_of_cells(reinterpret_cast<const bf16_bits*>(in.data_ptr()), inverse_norm.data_ptr<float>(), n,
-                           groups, d, static_cast<float>(eps));
+    const auto* cells = reinterpret_cast<const bf16_bits*>(in.data_ptr());
+    inverse_norms_of_cells(inverse_norm.data_ptr<float>(), n, groups, d, static_cast<float>(eps),
+                           [&](int64_t offset) { return sum_of_squares(cells + offset, d); });
     return {in.reshape({n, groups, d}).transpose(0, 1), inverse_norm};
   }
   auto rows = torch::empty({n, dim}, features.options().dtype(dtype));
