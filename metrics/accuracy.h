@@ -1,4 +1,5 @@
-// accuracy: top-1 and top-k accuracy of the interpretable model and of the black box.
+// accuracy: top-1 and top-k accuracy of the interpretable model and of the black box; ties at the
+// k-th logit get fractional credit (protoquant/classification.h).
 #pragma once
 
 #include "protoquant/metric.h"
@@ -9,9 +10,6 @@ class Accuracy : public Metric {
  public:
   explicit Accuracy(int64_t top_k) : top_k_(top_k) {}
   absl::StatusOr<nlohmann::json> evaluate(const EvalContext& context) override;
-
-  // Fraction of rows whose label is among the k largest logits (ties count as hits).
-  static double top_k_accuracy(const torch::Tensor& logits, const torch::Tensor& labels, int64_t k);
 
  private:
   int64_t top_k_;

@@ -11,6 +11,7 @@
 
 #include "protoquant/atomic_file.h"
 #include "protoquant/batch_mixing.h"
+#include "protoquant/classification.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/manifest.h"
 #include "protoquant/metric.h"
@@ -53,8 +54,9 @@ nlohmann::json training_record(const TrainSummary& summary) {
           {"best_epoch", summary.best_epoch + 1}};
 }
 
+// The accuracy metric's rule (ties get fractional credit), so validation and the report agree.
 double accuracy_of(const torch::Tensor& logits, const torch::Tensor& labels) {
-  return logits.argmax(1).eq(labels.to(logits.device())).to(torch::kFloat64).mean().item<double>();
+  return top_k_accuracy(logits, labels, 1);
 }
 
 // Top-1 accuracy of `logits_of` over `data`, with `module` in eval mode for the pass (its mode is
