@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <new>
+
 #include "protoquant/plugin.h"
 #include "protoquant/plugin_loader.h"
 #include "test_support.h"
@@ -65,6 +67,22 @@ TEST(PluginLoading, LoadingTheSameLibraryTwiceIsHarmless) {
   ASSERT_TRUE(load_plugin(library, registry).ok());
   ASSERT_TRUE(load_plugin(library, registry).ok());
   EXPECT_EQ(registry.metrics.names(), std::vector<std::string>{"class_share"});
+}
+
+TEST(PluginLoading, ANewRegistryAtAFreedOnesAddressLoadsItsPlugins) {
+  // Placement-new puts the second registry exactly where the first was: a loader that remembered
+  // (registry address, library) pairs would skip the library for the second one.
+  alignas(Registry) unsigned char storage[sizeof(Registry)];
+  const fs::path library = kTestPlugins / "extra_metric.so";
+  auto* first = new (storage) Registry();
+  ASSERT_TRUE(load_plugin(library, *first).ok());
+  ASSERT_EQ(first->metrics.names(), std::vector<std::string>{"class_share"});
+  first->~Registry();
+  auto* second = new (storage) Registry();
+  ASSERT_EQ(static_cast<void*>(second), static_cast<void*>(first));
+  ASSERT_TRUE(load_plugin(library, *second).ok());
+  EXPECT_EQ(second->metrics.names(), std::vector<std::string>{"class_share"});
+  second->~Registry();
 }
 
 TEST(Registry, BuildUnknownNameSuggestsAndBuildErrorsBecomeStatus) {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
-#include <set>
 
 #ifndef BOOST_DLL_USE_STD_FS
 #define BOOST_DLL_USE_STD_FS
@@ -29,7 +28,6 @@ std::vector<boost::dll::shared_library>& pinned_libraries() {
 
 absl::Status load_plugin(const fs::path& library, Registry& registry) {
   static std::mutex mutex;
-  static std::set<std::pair<const Registry*, std::string>> loaded;
   std::lock_guard<std::mutex> lock(mutex);
 
   std::error_code ec;
@@ -37,7 +35,7 @@ absl::Status load_plugin(const fs::path& library, Registry& registry) {
   if (!fs::is_regular_file(path)) {
     return absl::NotFoundError(fmt::format("{}: plugin library not found", library.string()));
   }
-  if (loaded.count({&registry, path.string()})) return absl::OkStatus();
+  if (registry.has_loaded(path.string())) return absl::OkStatus();
 
   boost::dll::shared_library lib;
   boost::dll::fs::error_code load_error;
@@ -67,7 +65,7 @@ absl::Status load_plugin(const fs::path& library, Registry& registry) {
   registry.set_current_library("");
   pinned_libraries().push_back(std::move(lib));
   if (!status.ok()) return annotate(status, path.string());
-  loaded.insert({&registry, path.string()});
+  registry.mark_loaded(path.string());
   return absl::OkStatus();
 }
 

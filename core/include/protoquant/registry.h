@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -120,8 +121,15 @@ class Registry {
   // Set by the plugin loader while a library registers, so entries know where they came from.
   void set_current_library(std::string path) { current_library_ = std::move(path); }
 
+  // The canonical paths of the libraries that registered into this registry. The registry keeps
+  // them itself: a record kept elsewhere by its address would make a new registry allocated where
+  // a freed one was skip the plugins the old one had loaded.
+  bool has_loaded(const std::string& library) const { return loaded_libraries_.count(library) > 0; }
+  void mark_loaded(std::string library) { loaded_libraries_.insert(std::move(library)); }
+
  private:
   std::string current_library_;
+  std::set<std::string> loaded_libraries_;
 };
 
 }  // namespace protoquant
