@@ -13,6 +13,7 @@ THREADS=$(nproc)
 if [[ $# -gt 0 && $1 != --* ]]; then THREADS=$1; shift; fi
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+build/bin/protoquant --version
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), threads: $THREADS"
 run() {  # run NAME [--set ...]
   local name=$1; shift

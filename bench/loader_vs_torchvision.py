@@ -120,6 +120,7 @@ def main():
     if not files:
         sys.exit(f"{args.root}: no images")
     torch.set_num_threads(1)
+    print(subprocess.run([args.cli, "--version"], check=True, capture_output=True, text=True).stdout.strip())
     print(f"images: {len(files)}  threads: {args.threads}  batch: {args.batch_size}  size: {args.size}")
     pq = bench_protoquant(args.cli, args.root, args.threads, args.batch_size, args.repeat, args.size)
     tv = bench_torchvision(files, args.threads, args.batch_size, args.repeat, args.size)

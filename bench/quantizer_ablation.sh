@@ -14,6 +14,7 @@ if [[ ! -f "$OUT/blackbox/results.json" ]]; then
     > "$OUT/blackbox.log" 2>&1
 fi
 WEIGHTS="$OUT/blackbox/model/backbone.pt"
+build/bin/protoquant --version
 echo "| quantizer | K | head accuracy | black box | g(Zq) accuracy | codes used | perplexity | seconds |"
 echo "|---|---|---|---|---|---|---|---|"
 for codes in ${CODES[*]}; do

@@ -54,6 +54,7 @@ def main():
     centres = rng.standard_normal((512, a.dim)).astype(np.float32) * 2
     x = (centres[rng.integers(0, 512, a.vectors)] + rng.standard_normal((a.vectors, a.dim))).astype(np.float32)
     book = x[rng.choice(a.vectors, a.codes, replace=False)] + 0.1 * rng.standard_normal((a.codes, a.dim)).astype(np.float32)
+    print(subprocess.run([CLI, "--version"], check=True, capture_output=True, text=True).stdout.strip())
     print(f"load average {os.getloadavg()[0]:.2f}, threads {a.threads}, N={a.vectors} D={a.dim} K={a.codes}")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 THREADS=${1:-$(nproc)}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+build/bin/protoquant --version
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), threads: $THREADS"
 
 start=$EPOCHREALTIME

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/cpu_info.h"
 #include "protoquant/fused_adam.h"
 #include "protoquant/process.h"
 #include "protoquant/status.h"
@@ -66,6 +67,7 @@ absl::Status bench_head(Registry& registry, const HeadBenchOptions& o) {
     for (int64_t i = 0; i < o.steps; ++i) step();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double rate = static_cast<double>(o.steps) / seconds;
+    fmt::print("cpu: {}\n", cpu_info().describe());
     fmt::print("head: {} batch {} dim {} grid {}x{} prototypes {} classes {} dtype {} threads {}\n", o.head, o.batch,
                o.dim, o.grid, o.grid, o.prototypes, o.classes, o.dtype, threads);
     fmt::print("steps_per_s: {:.4f}\n", rate);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/cpu_info.h"
 #include "protoquant/process.h"
 #include "protoquant/status.h"
 
@@ -86,6 +87,7 @@ absl::Status bench_quantizer(Registry& registry, const QuantizerBenchOptions& o)
       codes = quantizer->encode(vectors);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
+    fmt::print("cpu: {}\n", cpu_info().describe());
     fmt::print("kind: {}\ndtype: {}\nthreads: {}\nvectors: {}\ndim: {}\ncodes: {}\nseconds: {:.4f}\n"
                "assignments_per_s: {:.0f}\n",
                o.kind, o.dtype, threads, o.vectors, o.dim, o.codes, best, static_cast<double>(o.vectors) / best);

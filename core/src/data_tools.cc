@@ -1,4 +1,5 @@
 #include "protoquant/data_tools.h"
+#include "protoquant/cpu_info.h"
 
 #include <chrono>
 #include <filesystem>
@@ -78,6 +79,7 @@ absl::Status bench_loader(Registry& registry, const LoaderBenchOptions& o) {
       fmt::print("pass {}: {} images in {:.3f} s\n", pass + 1, images, seconds);
       best = std::max(best, static_cast<double>(images) / seconds);
     }
+    fmt::print("cpu: {}\n", cpu_info().describe());
     fmt::print("images: {}\nthreads: {}\nbatch_size: {}\nimages_per_s: {:.1f}\n", n, threads, o.batch_size, best);
     return absl::OkStatus();
   });

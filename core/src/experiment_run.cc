@@ -12,6 +12,7 @@
 #include "protoquant/atomic_file.h"
 #include "protoquant/batch_mixing.h"
 #include "protoquant/classification.h"
+#include "protoquant/cpu_info.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/manifest.h"
 #include "protoquant/metric.h"
@@ -175,7 +176,10 @@ absl::Status ExperimentRun::train_stages() {
   results_["environment"] = {{"threads", threads},
                              {"device", context_.device.str()},
                              {"torch", TORCH_VERSION},
-                             {"hardware_threads", std::thread::hardware_concurrency()}};
+                             {"hardware_threads", std::thread::hardware_concurrency()},
+                             {"cpu", cpu_info().describe()},
+                             {"cpu_model", cpu_info().model},
+                             {"cpu_features", cpu_info().features}};
   PQ_RETURN_IF_ERROR(prepare_folder());
   PQ_RETURN_IF_ERROR(load_dataset());
   PQ_RETURN_IF_ERROR(blackbox());

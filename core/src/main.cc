@@ -1,5 +1,6 @@
 // The `protoquant` command line: plugins, describe, validate, run, data, bench.
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "protoquant/bench.h"
+#include "protoquant/cpu_info.h"
 #include "protoquant/edit.h"
 #include "protoquant/data_tools.h"
 #include "protoquant/manifest.h"
@@ -82,6 +84,11 @@ int describe(const pq::Registry& registry, const std::string& name) {
 int main(int argc, char** argv) {
   CLI::App app{"ProtoQuant: interpretable image classification with quantized prototypical parts"};
   app.require_subcommand(1);
+  // The line every benchmark script prints first: which build, on which CPU.
+  app.set_version_flag("--version", std::function<std::string()>([] {
+    return fmt::format("protoquant {} (LibTorch {})\ncpu: {}", PROTOQUANT_VERSION, TORCH_VERSION,
+                       protoquant::cpu_info().describe());
+  }));
   std::vector<std::string> extra_plugins;
   app.add_option("--plugin", extra_plugins, "load this plugin library too (repeatable)");
 
