@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package ProtoQuant needs to build, test and run the quickstart.
-# Idempotent: does nothing when everything is already installed. Run as root (or with sudo).
+# Installs every Debian 12 package ProtoQuant needs to build, test and run the quickstart, and
+# nothing that only a benchmark needs. Idempotent: does nothing when everything is installed.
+# Runs as root, or elevates apt-get through sudo when it is not root.
+#
+#   tools/install-deps.sh           # build, tests, quickstart
+#   tools/install-deps.sh --bench   # also what bench/ compares against (FAISS, PIL)
+#
+# Every package is named here because the machines are fresh: one installed by hand on a
+# developer's machine hides a missing line (OpenCV's CMake file once did). CI proves this list on
+# a brand-new Debian 12 root (.ci/run).
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp          # LibTorch; OpenBLAS, or matmuls run ~70x slower
   libboost-dev libtomlplusplus-dev libabsl-dev libfmt-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libopencv-dev                             # OpenCVConfig.cmake; image decoding and transforms
   libgtest-dev googletest
   dataset-fashion-mnist                     # the quickstart's real data
-  python3-torch                             # the eager-PyTorch reference benchmark
-  python3-torchvision                       # backbone parity tests, tools/export_backbone.py
-  libopencv-core-dev libopencv-imgcodecs-dev libopencv-imgproc-dev   # image decoding and transforms
+  python3-torchvision                       # backbone parity tests, export check, tools/export_backbone.py
 )
+BENCH_PACKAGES=(
+  python3-faiss                             # bench/quantizer_vs_faiss.py
+  python3-pil                               # bench/loader_vs_torchvision.py
+)
+
+case "${1:-}" in
+  "") ;;
+  --bench) PACKAGES+=("${BENCH_PACKAGES[@]}") ;;
+  *) echo "install-deps: unknown option '$1' (usage: tools/install-deps.sh [--bench])" >&2; exit 2 ;;
+esac
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -22,8 +39,11 @@ if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   exit 0
 fi
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: not root and no sudo; run tools/install-deps.sh as root" >&2; exit 2; }
+  SUDO=(sudo)
+fi
 echo "install-deps: installing ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
