@@ -2,8 +2,10 @@
 //   dataset -> blackbox (0) -> features -> codebook (1) -> prune (2) -> head (3)
 // and, on request, evaluates (5). Every finished stage leaves its model file and a record
 // (stages/<stage>.json) in the folder; with `resume`, a recorded stage is loaded instead of rerun
-// and an interrupted one continues from its last per-epoch checkpoint. `protoquant edit` and
-// `protoquant export` open a finished run the same way, with every stage loaded.
+// and an interrupted one continues from its last per-epoch checkpoint. `protoquant edit` opens a
+// finished run the same way (RunMode::kOpen), with every stage loaded. There is no export
+// command: evaluate() writes model/protoquant.pt with export_model() (protoquant/model_export.h),
+// and `protoquant edit` writes one beside each edit.
 //
 // Run folder layout:
 //   manifest.toml           the resolved manifest (every default, absolute paths)
