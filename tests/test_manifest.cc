@@ -1,4 +1,6 @@
 // Manifest validation: one test per class of error, each checking the reported file:line:column.
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include "protoquant/manifest.h"
@@ -164,6 +166,104 @@ TEST_F(ManifestTest, MissingManifestFile) {
   auto result = load_experiment(dir_ / "absent.toml", {}, testing::builtin_registry());
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("absent.toml: manifest not found"), std::string::npos);
+}
+
+// extends: the base's keys under the child's, each error at the file that set the key.
+
+TEST_F(ManifestTest, ExtendsChainsMergeTablesDeeplyAndReplaceArraysWhole) {
+  testing::write_text(dir_ / "grand.toml", valid_manifest("data") +
+                                               "[[metrics]]\ntype = \"accuracy\"\ntop_k = 3\n"
+                                               "[[metrics]]\ntype = \"accuracy\"\ntop_k = 4\n");
+  testing::write_text(dir_ / "base.toml", "extends = \"grand.toml\"\n[quantizer]\ncodes = 32\n[stages.head]\nlr = 0.01\n");
+  auto spec = load("extends = \"base.toml\"\n[quantizer]\nmetric = \"euclidean\"\n"
+                   "[[metrics]]\ntype = \"accuracy\"\ntop_k = 2\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->quantizer.type, "vq");                                     // grand
+  EXPECT_EQ(spec->quantizer.params.get_int("codes"), 32);                    // base over grand
+  EXPECT_EQ(spec->quantizer.params.get_string("metric"), "euclidean");       // child
+  EXPECT_EQ(spec->stages.at("head").get_int("epochs"), 1);                   // grand, beside...
+  EXPECT_DOUBLE_EQ(spec->stages.at("head").get_float("lr"), 0.01);           // ...base's key of the same table
+  EXPECT_EQ(spec->experiment.get_int("seed"), 3);
+  EXPECT_EQ(spec->experiment.get_string("name"), "experiment");              // the child's file name
+  ASSERT_EQ(spec->metrics.size(), 1u);                                       // the child's array replaces grand's
+  EXPECT_EQ(spec->metrics[0].params.get_int("top_k"), 2);
+  EXPECT_FALSE(spec->resolved.contains("extends"));
+}
+
+TEST_F(ManifestTest, ExtendsErrorsPointAtTheFileThatSetTheKey) {
+  const fs::path base = dir_ / "base.toml";
+  testing::write_text(base, replace_line(valid_manifest("d"), 11, "codes = 0"));
+  auto result = load("extends = \"base.toml\"\n[backbone]\nwidth = -1\n[head]\ntempreture = 1.0\n");
+  ASSERT_FALSE(result.ok());
+  const std::string message(result.status().message());
+  EXPECT_EQ(std::count(message.begin(), message.end(), '\n'), 2) << message;
+  EXPECT_NE(message.find(path_.string() + ":3:9: backbone.width"), std::string::npos) << message;
+  EXPECT_NE(message.find(base.string() + ":11:9: quantizer.codes = 0 is below the minimum 1"), std::string::npos) << message;
+  EXPECT_NE(message.find(path_.string() + ":5:1: unknown key 'tempreture' in [head]"), std::string::npos) << message;
+
+  // The child's value replaces the base's bad one.
+  EXPECT_TRUE(load("extends = \"base.toml\"\n[quantizer]\ncodes = 16\n").ok());
+  // A key written in both files is reported at the child's key, not the base's.
+  testing::write_text(base, replace_line(valid_manifest("d"), 11, "cods = 1"));
+  expect_error(load("extends = \"base.toml\"\n[quantizer]\ncods = 2\n"), 3, 1, "unknown key 'cods' in [quantizer]");
+  // A syntax error in a base names the base.
+  testing::write_text(base, replace_line(valid_manifest("d"), 11, "codes = = 64"));
+  result = load("extends = \"base.toml\"\n");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(std::string(result.status().message()).rfind(base.string() + ":11:9: ", 0), 0u) << result.status();
+}
+
+TEST_F(ManifestTest, ExtendsResolvesPathsAgainstTheFolderOfTheFileThatSetThem) {
+  fs::create_directories(dir_ / "common");
+  const fs::path plugin = fs::path(PQ_TEST_PLUGIN_DIR) / "extra_metric.so";
+  const fs::path plugin_from_base = fs::relative(plugin, dir_ / "common");
+  testing::write_text(dir_ / "common" / "base.toml", "plugins = [\"" + plugin_from_base.string() + "\"]\n" +
+                                                         valid_manifest("data") +
+                                                         "[[metrics]]\ntype = \"class_share\"\nlabel = 1\n");
+  auto spec = load("extends = \"common/base.toml\"\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset.params.get_string("root"), (dir_.path() / "common" / "data").string());
+  ASSERT_EQ(spec->plugins.size(), 1u);
+  EXPECT_TRUE(fs::equivalent(spec->plugins[0], plugin)) << spec->plugins[0];
+  ASSERT_EQ(spec->metrics.size(), 1u);
+  EXPECT_EQ(spec->metrics[0].type, "class_share");
+  EXPECT_EQ(spec->base_dir, dir_.path());  // the manifest's own folder
+
+  spec = load("extends = \"common/base.toml\"\n[dataset]\nroot = \"mine\"\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset.params.get_string("root"), (dir_.path() / "mine").string());
+}
+
+TEST_F(ManifestTest, ExtendsCycleIsOneLineNamingTheFiles) {
+  const std::string a = (dir_ / "a.toml").string();
+  const std::string b = (dir_ / "b.toml").string();
+  testing::write_text(a, "extends = \"b.toml\"\n");
+  testing::write_text(b, "extends = \"experiment.toml\"\n");
+  auto result = load("extends = \"a.toml\"\n");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(std::string(result.status().message()),
+            b + ":1:11: extends: cycle: " + path_.string() + " -> " + a + " -> " + b + " -> " + path_.string());
+
+  result = load("extends = \"experiment.toml\"\n");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(std::string(result.status().message()),
+            path_.string() + ":1:11: extends: cycle: " + path_.string() + " -> " + path_.string());
+}
+
+TEST_F(ManifestTest, ExtendsMissingOrMalformedBase) {
+  auto result = load("extends = \"base.toml\"\n");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(std::string(result.status().message()), path_.string() + ":1:11: extends: base.toml: cannot open");
+
+  result = load("extends = 3\n");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(std::string(result.status().message()).rfind(path_.string() + ":1:11: extends must be the path", 0), 0u)
+      << result.status();
+
+  result = load(valid_manifest("d"), {"extends=base.toml"});
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("extends can only be given in a manifest file"), std::string::npos)
+      << result.status();
 }
 
 }  // namespace

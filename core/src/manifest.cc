@@ -1,5 +1,7 @@
 #include "protoquant/manifest.h"
 
+#include <algorithm>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -8,22 +10,141 @@
 #include <toml++/toml.h>
 
 #include "core_schemas.h"
+#include "manifest_document.h"
 #include "protoquant/plugin_loader.h"
 
 namespace protoquant {
 namespace fs = std::filesystem;
 
-namespace {
-
-const std::vector<std::string> kTopLevelKeys = {"experiment", "dataset", "backbone", "quantizer",
-                                                "head",       "stages",  "metrics",  "plugins"};
+namespace manifest_detail {
 
 std::string where(const fs::path& file, const toml::source_region& region) {
-  // Values set with --set carry their own source ("--set key=value").
+  // Nodes carry the file they were parsed from: a base manifest, or "--set key=value".
   const std::string source = region.path ? std::string(*region.path) : file.string();
   if (region.begin.line == 0) return source;
   return fmt::format("{}:{}:{}", source, region.begin.line, region.begin.column);
 }
+
+const std::string* ManifestReader::text_of(const fs::path& file) {
+  std::error_code ec;
+  const fs::path canonical = fs::weakly_canonical(file, ec);
+  if (auto cached = texts_.find(canonical); cached != texts_.end()) return &cached->second;
+  if (!fs::is_regular_file(canonical)) return nullptr;
+  std::ifstream in(canonical, std::ios::binary);
+  if (!in) return nullptr;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return &texts_.emplace(canonical, text.str()).first->second;
+}
+
+absl::StatusOr<toml::table> ManifestReader::read(const fs::path& manifest) {
+  if (text_of(manifest) == nullptr) {
+    return absl::NotFoundError(fmt::format("{}: manifest not found", manifest.string()));
+  }
+  chain_.clear();
+  std::vector<Visit> visiting;
+  return read_with_bases(manifest, visiting);
+}
+
+absl::StatusOr<toml::table> ManifestReader::read_with_bases(const fs::path& file, std::vector<Visit>& visiting) {
+  const std::string* text = text_of(file);  // the caller checked that it opens
+  toml::table root;
+  try {
+    // The same source path parse_file() would give: errors name the file as the user wrote it.
+    root = toml::parse(*text, file.string());
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(fmt::format("{}: {}", where(file, e.source()), e.description()));
+  }
+  std::error_code ec;
+  visiting.push_back({fs::weakly_canonical(file, ec), file.string()});
+
+  const toml::node* extends = root.get("extends");
+  if (extends == nullptr) {
+    chain_.push_back(file.string());
+    return root;
+  }
+  const auto base_name = extends->value_exact<std::string>();
+  if (!base_name || base_name->empty()) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: extends must be the path of a base manifest, e.g. extends = \"base.toml\"",
+                    where(file, extends->source())));
+  }
+  // Relative to the folder of the file that names it, like every other path in a manifest.
+  const fs::path base = fs::path(*base_name).is_absolute() ? fs::path(*base_name)
+                                                          : (file.parent_path() / *base_name).lexically_normal();
+  const fs::path base_canonical = fs::weakly_canonical(base, ec);
+  auto seen = std::find_if(visiting.begin(), visiting.end(),
+                           [&](const Visit& visit) { return visit.canonical == base_canonical; });
+  if (seen != visiting.end()) {
+    std::vector<std::string> cycle;
+    for (auto it = seen; it != visiting.end(); ++it) cycle.push_back(it->shown);
+    cycle.push_back(base.string());
+    return absl::InvalidArgumentError(
+        fmt::format("{}: extends: cycle: {}", where(file, extends->source()), fmt::join(cycle, " -> ")));
+  }
+  if (text_of(base) == nullptr) {
+    return absl::NotFoundError(fmt::format("{}: extends: {}: cannot open", where(file, extends->source()), *base_name));
+  }
+  PQ_ASSIGN_OR_RETURN(toml::table merged, read_with_bases(base, visiting));
+  chain_.push_back(file.string());
+  root.erase("extends");
+  merge(merged, root);
+  return merged;
+}
+
+void merge(toml::table& target, toml::table& source) {
+  for (auto&& [key, node] : source) {
+    if (toml::table* sub = node.as_table(); sub != nullptr) {
+      if (toml::table* existing = target.get_as<toml::table>(key.str())) {
+        merge(*existing, *sub);
+        continue;
+      }
+    }
+    // Erased first because assigning to an existing entry keeps the old key, and errors about the
+    // key (an unknown name) must point where the winning value was written.
+    target.erase(key.str());
+    target.insert(key, std::move(node));
+  }
+}
+
+absl::StatusOr<toml::table> parse_override(const std::string& assignment) {
+  const std::string source = "--set " + assignment;
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(fmt::format("{}: expected dotted.key=value", source));
+  }
+  const std::string key = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  try {
+    return toml::parse(key + " = " + value, std::string_view(source));
+  } catch (const toml::parse_error&) {
+    // Not TOML (a bare path such as /data/fmnist): take the text as a string.
+    try {
+      std::ostringstream quoted;
+      quoted << toml::value<std::string>(value);
+      return toml::parse(key + " = " + quoted.str(), std::string_view(source));
+    } catch (const toml::parse_error& e) {
+      return absl::InvalidArgumentError(fmt::format("{}: {}", source, e.description()));
+    }
+  }
+}
+
+absl::Status apply_overrides(toml::table& root, const std::vector<std::string>& overrides) {
+  for (const auto& assignment : overrides) {
+    PQ_ASSIGN_OR_RETURN(toml::table parsed, parse_override(assignment));
+    merge(root, parsed);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace manifest_detail
+
+namespace {
+
+using manifest_detail::where;
+
+const std::vector<std::string> kTopLevelKeys = {"experiment", "dataset", "backbone", "quantizer",
+                                                "head",       "stages",  "metrics",  "plugins"};
 
 class Validator {
  public:
@@ -33,7 +154,7 @@ class Validator {
     errors_.push_back(fmt::format("{}: {}", where(file_, region), message));
   }
   void error_at_file(const std::string& message) { errors_.push_back(fmt::format("{}: {}", file_.string(), message)); }
-  const std::vector<std::string>& errors() const { return errors_; }
+  std::vector<std::string>& errors() { return errors_; }
 
   // Converts a TOML value to the spec's type; records an error and returns nullopt otherwise.
   std::optional<ParamValue> convert(const ParamSpec& spec, const toml::node& node, const std::string& qualified,
@@ -55,7 +176,7 @@ class Validator {
       case ParamType::kString:
         if (auto v = node.value_exact<std::string>()) {
           std::string s = *v;
-          if (spec.is_path && !s.empty()) s = resolve_path(s, node, relative_to);
+          if (spec.is_path && !s.empty()) s = resolve_path(s, relative_to);
           return ParamValue(s);
         }
         return mismatch();
@@ -140,14 +261,18 @@ class Validator {
     return ComponentSpec{kind, type, validate_table(table, *schema, table_name, {"type"})};
   }
 
+  // The folder a relative path resolves against: that of the file which set it (a base
+  // manifest's folder for a value inherited through `extends`), or the working directory for a
+  // value given with --set.
   fs::path base_dir_for(const toml::node& node) const {
-    // Paths given on the command line are relative to the working directory.
-    if (node.source().path && node.source().path->rfind("--set", 0) == 0) return fs::current_path();
-    return file_.parent_path();
+    const auto& source = node.source().path;
+    if (!source) return file_.parent_path();
+    if (source->rfind("--set", 0) == 0) return fs::current_path();
+    return fs::path(*source).parent_path();
   }
 
  private:
-  std::string resolve_path(const std::string& value, const toml::node&, const fs::path& relative_to) {
+  static std::string resolve_path(const std::string& value, const fs::path& relative_to) {
     fs::path p(value);
     if (p.is_absolute()) return value;
     return (fs::absolute(relative_to) / p).lexically_normal().string();
@@ -158,61 +283,25 @@ class Validator {
   std::vector<std::string> errors_;
 };
 
-// Merges `source` into `target` recursively (tables merge, everything else replaces). Nodes are
-// moved, not copied: toml++ drops source positions on copy, and --set errors need theirs.
-void merge(toml::table& target, toml::table& source) {
-  for (auto&& [key, node] : source) {
-    if (toml::table* sub = node.as_table(); sub != nullptr) {
-      if (toml::table* existing = target.get_as<toml::table>(key.str())) {
-        merge(*existing, *sub);
-        continue;
-      }
-    }
-    target.insert_or_assign(key, std::move(node));
+// A top-level name that is not a table of a single run: a hint for the two that belong to the
+// manifest machinery, did-you-mean for the rest.
+std::string unknown_top_level_message(const std::string& name) {
+  if (name == "sweep") {
+    return "[sweep] makes this manifest a sweep of several runs; load it as a sweep (load_sweep), "
+           "not as a single experiment";
   }
-}
-
-absl::Status apply_override(toml::table& root, const std::string& assignment) {
-  const std::string source = "--set " + assignment;
-  const auto eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) {
-    return absl::InvalidArgumentError(fmt::format("{}: expected dotted.key=value", source));
-  }
-  const std::string key = assignment.substr(0, eq);
-  const std::string value = assignment.substr(eq + 1);
-  toml::table parsed;
-  try {
-    parsed = toml::parse(key + " = " + value, std::string_view(source));
-  } catch (const toml::parse_error&) {
-    // Not TOML (a bare path such as /data/fmnist): take the text as a string.
-    try {
-      std::ostringstream quoted;
-      quoted << toml::value<std::string>(value);
-      parsed = toml::parse(key + " = " + quoted.str(), std::string_view(source));
-    } catch (const toml::parse_error& e) {
-      return absl::InvalidArgumentError(fmt::format("{}: {}", source, e.description()));
-    }
-  }
-  merge(root, parsed);
-  return absl::OkStatus();
+  if (name == "extends") return "extends can only be given in a manifest file, not with --set";
+  const std::string hint = closest_match(name, kTopLevelKeys);
+  return fmt::format("unknown table '{}'{}", name, hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint));
 }
 
 }  // namespace
 
-absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const std::vector<std::string>& overrides,
-                                               Registry& registry) {
-  if (!fs::is_regular_file(manifest)) {
-    return absl::NotFoundError(fmt::format("{}: manifest not found", manifest.string()));
-  }
-  toml::table root;
-  try {
-    root = toml::parse_file(manifest.string());
-  } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(fmt::format("{}: {}", where(manifest, e.source()), e.description()));
-  }
-  for (const auto& assignment : overrides) PQ_RETURN_IF_ERROR(apply_override(root, assignment));
+namespace manifest_detail {
 
-  ExperimentSpec spec;
+ManifestValidation validate_manifest(const fs::path& manifest, const toml::table& root, Registry& registry) {
+  ManifestValidation result;
+  ExperimentSpec& spec = result.spec;
   spec.manifest_path = fs::absolute(manifest);
   spec.base_dir = spec.manifest_path.parent_path();
   Validator v(manifest, registry);
@@ -241,8 +330,7 @@ absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const s
   for (const auto& [key, node] : root) {
     const std::string name(key.str());
     if (std::find(kTopLevelKeys.begin(), kTopLevelKeys.end(), name) == kTopLevelKeys.end()) {
-      const std::string hint = closest_match(name, kTopLevelKeys);
-      v.error(key.source(), fmt::format("unknown table '{}'{}", name, hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+      v.error(key.source(), unknown_top_level_message(name));
     }
   }
 
@@ -309,7 +397,8 @@ absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const s
   }
 
   if (!v.errors().empty()) {
-    return absl::InvalidArgumentError(fmt::format("{}", fmt::join(v.errors(), "\n")));
+    result.errors = std::move(v.errors());
+    return result;
   }
 
   auto component_json = [](const ComponentSpec& c) {
@@ -327,7 +416,21 @@ absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const s
   r["metrics"] = nlohmann::json::array();
   for (const auto& metric : spec.metrics) r["metrics"].push_back(component_json(metric));
   r["plugins"] = spec.plugins;
-  return spec;
+  return result;
+}
+
+}  // namespace manifest_detail
+
+absl::StatusOr<ExperimentSpec> load_experiment(const fs::path& manifest, const std::vector<std::string>& overrides,
+                                               Registry& registry) {
+  manifest_detail::ManifestReader reader;
+  PQ_ASSIGN_OR_RETURN(toml::table root, reader.read(manifest));
+  PQ_RETURN_IF_ERROR(manifest_detail::apply_overrides(root, overrides));
+  manifest_detail::ManifestValidation validation = manifest_detail::validate_manifest(manifest, root, registry);
+  if (!validation.errors.empty()) {
+    return absl::InvalidArgumentError(fmt::format("{}", fmt::join(validation.errors, "\n")));
+  }
+  return std::move(validation.spec);
 }
 
 namespace {
