@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "commands/results_commands.h"
 #include "protoquant/bench.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/edit.h"
@@ -131,6 +132,8 @@ int main(int argc, char** argv) {
   data_cmd->add_option("manifest", manifest, "experiment manifest (TOML)")->required();
   data_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
 
+  pq::ResultsCommands results_commands(app);  // runs, leaderboard: the results store
+
   auto* bench_cmd = app.add_subcommand("bench", "micro-benchmarks (see bench/ for the reference scripts)");
   bench_cmd->require_subcommand(1);
   pq::QuantizerBenchOptions qb;
@@ -173,6 +176,11 @@ int main(int argc, char** argv) {
   bench_loader_cmd->add_option("--repeat", lb.repeat, "passes (fastest kept)")->capture_default_str()->check(CLI::PositiveNumber);
 
   CLI11_PARSE(app, argc, argv);
+  // The results store needs no plugins: these commands answer before any are loaded.
+  if (results_commands.selected()) {
+    const absl::Status status = results_commands.run();
+    return status.ok() ? 0 : fail(status);
+  }
   pq::tune_allocator();
 
   pq::Registry registry;
