@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What the feature cache saves per head-stage epoch on the quickstart, measured side by side.
 #   bench/feature_cache_speedup.sh [THREADS] [--set key=value]...
-# One fresh run trains the black box and fills a cache; then, three times each and alternating, a
-# run reads the features from the cache (B) and one recomputes them with the same frozen backbone (C).
+# One fresh run trains the black box and files its features in the artifact store; then, three times
+# each and alternating, a run reads the features from the store (B) and one recomputes them with the
+# same frozen backbone (C). Both reuse the filed black box and codebook and recompute the head
+# (--force head), so the head stage is what they measure.
 # A head epoch that recomputes the backbone costs C's train-split feature pass plus C's own head
 # epoch; one from the cache costs B's head epoch (its data waits included). Prints both and the
 # ratio (medians; every run's figures are printed too: this shared 2-core VM drifts by 15-25%).
@@ -17,14 +19,13 @@ build/bin/protoquant --version
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), threads: $THREADS"
 run() {  # run NAME [--set ...]
   local name=$1; shift
-  build/bin/protoquant run experiments/quickstart.toml --out "$OUT/$name" --set experiment.threads="$THREADS" \
+  build/bin/protoquant run experiments/quickstart.toml --out "$OUT/$name" --store "$OUT/store" --set experiment.threads="$THREADS" \
     --set stages.codebook.epochs=1 "$@" > "$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; exit 1; }
 }
-run fresh --set experiment.feature_cache="$OUT/cache" "$@"
-reuse=(--set stages.blackbox.weights="$OUT/fresh/model/backbone.pt")
+run fresh --set experiment.store_features=true "$@"
 for i in 1 2 3; do
-  run "cached$i" --set experiment.feature_cache="$OUT/cache" "${reuse[@]}" "$@"
-  run "recomputed$i" "${reuse[@]}" "$@"
+  run "cached$i" --set experiment.store_features=true --force head "$@"
+  run "recomputed$i" --force head "$@"
 done
 /usr/bin/python3 - "$OUT" "$THREADS" <<'PY'
 import json, statistics, sys

@@ -24,7 +24,7 @@ for codes in ${CODES[*]}; do
       --set quantizer.type="$quantizer" --set quantizer.codes="$codes" > "$run.log" 2>&1
     python3 - "$run/results.json" "$quantizer" "$codes" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1])); m = r["metrics"]; cb = m["codebook"]
+r = json.load(open(sys.argv[1])); cb = r["metrics"]["codebook"]; m = dict(r["metrics"]["accuracy"], quantized_blackbox_accuracy=cb["quantized_blackbox_accuracy"])
 capacity = cb["codebooks"] * cb["codes_per_codebook"]
 seconds = sum(r["stages"][s]["seconds"] for s in ("codebook", "head"))
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {m['accuracy']:.4f} | {m['blackbox_accuracy']:.4f} | "

@@ -12,7 +12,7 @@ build/bin/protoquant --version
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), threads: $THREADS"
 
 start=$EPOCHREALTIME
-build/bin/protoquant run experiments/quickstart.toml --out "$OUT/cpp" --set experiment.threads="$THREADS" \
+build/bin/protoquant run experiments/quickstart.toml --out "$OUT/cpp" --store "$OUT/store" --set experiment.threads="$THREADS" \
   > "$OUT/cpp.log" 2>&1
 cpp_wall=$(python3 -c "print($EPOCHREALTIME - $start)")
 
@@ -26,11 +26,12 @@ cpp = json.load(open(sys.argv[1]))
 ref = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
 cpp_wall, ref_wall = float(sys.argv[3]), float(sys.argv[4])
 print(f"{'':24}{'protoquant (C++)':>18}{'eager PyTorch':>16}")
-print(f"{'head accuracy':24}{cpp['metrics']['accuracy']:>18.4f}{ref['accuracy']:>16.4f}")
-print(f"{'black-box accuracy':24}{cpp['metrics']['blackbox_accuracy']:>18.4f}{ref['blackbox_accuracy']:>16.4f}")
+acc = cpp['metrics']['accuracy']
+print(f"{'head accuracy':24}{acc['accuracy']:>18.4f}{ref['accuracy']:>16.4f}")
+print(f"{'black-box accuracy':24}{acc['blackbox_accuracy']:>18.4f}{ref['blackbox_accuracy']:>16.4f}")
 print(f"{'codes used (test)':24}{cpp['metrics']['codebook']['used_codes']:>18}{ref['codes_used']:>16}")
 print(f"{'wall seconds (process)':24}{cpp_wall:>18.1f}{ref_wall:>16.1f}")
-for stage in ["blackbox", "features", "codebook", "head", "evaluate"]:
+for stage in ["blackbox", "features", "codebook", "head", "evaluate"]:  # features: inside the first stage that reads them
     print(f"  {stage + ' s':22}{cpp['stages'][stage]['seconds']:>18.1f}")
 print("  reference stages s:   ", {k: round(v, 1) for k, v in ref["seconds"].items()})
 print(f"speed-up (reference wall / protoquant wall): {ref_wall / cpp_wall:.2f}x")

@@ -28,27 +28,50 @@ TEST(CliEndToEnd, QuickstartSliceTrainsEvaluatesAndRecords) {
   const auto first = testing::run_cli(small_run(dir / "a"));
   ASSERT_EQ(first.exit_code, 0) << first.output;
   const auto results = nlohmann::json::parse(testing::read_text(dir / "a" / "results.json"));
-  const double accuracy = results["metrics"]["accuracy"].get<double>();
-  const double blackbox = results["metrics"]["blackbox_accuracy"].get<double>();
+  const double accuracy = results["metrics"]["accuracy"]["accuracy"].get<double>();
+  const double blackbox = results["metrics"]["accuracy"]["blackbox_accuracy"].get<double>();
   EXPECT_GT(blackbox, 0.6);  // 10 classes: chance is 0.1
   EXPECT_GT(accuracy, 0.5);
   EXPECT_LE(accuracy, 1.0);
-  for (const char* stage : {"blackbox", "features", "codebook", "head", "evaluate"}) {
+  for (const char* stage : {"blackbox", "features", "codebook", "head", "metric.accuracy", "evaluate"}) {
     EXPECT_GE(results["stages"][stage]["seconds"].get<double>(), 0.0) << stage;
   }
+  for (const char* stage : {"blackbox", "codebook", "head", "metric.accuracy"}) {
+    EXPECT_EQ(results["stages"][stage]["reused"], false) << stage;
+    EXPECT_EQ(results["stages"][stage]["key"], results["artifacts"][stage]) << stage;
+    EXPECT_EQ(results["artifacts"][stage].get<std::string>().size(), 64u) << stage;
+  }
+  EXPECT_EQ(results["manifest_hash"].get<std::string>().size(), 64u);
+  EXPECT_FALSE(results["run_id"].get<std::string>().empty());
+  EXPECT_FALSE(results["toolkit"]["commit"].get<std::string>().empty());
   EXPECT_EQ(results["manifest"]["quantizer"]["codes"], 64);
   EXPECT_EQ(results["manifest"]["quantizer"]["metric"], "cosine");
   EXPECT_EQ(results["metrics"]["codebook"]["codes_per_codebook"], 64);
+  EXPECT_GT(results["metrics"]["codebook"]["quantized_blackbox_accuracy"].get<double>(), 0.1);
+  EXPECT_GE(results["metrics"]["model_size"]["global_size"].get<double>(), 1.0);
   for (const char* part : {"backbone.pt", "quantizer.pt", "head.pt"}) {
     EXPECT_TRUE(fs::exists(dir / "a" / "model" / part)) << part;
   }
 
-  // Same seed, same threads: the same numbers.
-  const auto second = testing::run_cli(small_run(dir / "b"));
+  // Same seed, same threads, a store of its own (nothing to reuse): the same numbers.
+  const auto second = testing::run_cli(small_run(dir / "b") + " --store " + (dir / "store-b").string());
   ASSERT_EQ(second.exit_code, 0) << second.output;
   const auto again = nlohmann::json::parse(testing::read_text(dir / "b" / "results.json"));
   EXPECT_EQ(again["metrics"]["accuracy"], results["metrics"]["accuracy"]);
-  EXPECT_EQ(again["metrics"]["blackbox_accuracy"], results["metrics"]["blackbox_accuracy"]);
+  EXPECT_EQ(again["artifacts"], results["artifacts"]);  // keys: the same inputs, the same key
+  EXPECT_EQ(again["stages"]["blackbox"]["reused"], false);
+
+  // Run again against the first run's store: every stage is reused, nothing is trained.
+  const auto third = testing::run_cli(small_run(dir / "c"));
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  const auto reused = nlohmann::json::parse(testing::read_text(dir / "c" / "results.json"));
+  for (const char* stage : {"blackbox", "codebook", "head", "metric.accuracy"}) {
+    EXPECT_EQ(reused["stages"][stage]["reused"], true) << stage;
+  }
+  EXPECT_FALSE(reused["stages"]["features"].contains("splits")) << "no feature pass when nothing is computed";
+  EXPECT_EQ(third.output.find("epoch"), std::string::npos) << third.output;
+  EXPECT_EQ(reused["metrics"], results["metrics"]);
+  EXPECT_NE(reused["run_id"], results["run_id"]);
 }
 
 TEST(CliEndToEnd, ManifestErrorsExitNonZeroWithPositionsAndWriteNothing) {

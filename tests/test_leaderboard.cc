@@ -72,7 +72,7 @@ std::vector<json> seed_sweep() {
                     {"experiment", {{"name", fmt::format("sweep-{}-s{}", codes, seed)},
                                     {"output", fmt::format("/scratch/machine{}/runs", seed)},
                                     {"threads", 2 + static_cast<int>(seed)},
-                                    {"feature_cache", fmt::format("/scratch/machine{}/cache", seed)}}},
+                                    {"store", fmt::format("/scratch/machine{}/store", seed)}}},
                     {"dataset", {{"root", fmt::format("/data{}/fashion-mnist", seed)}}}};
       runs.push_back(seeded_run(fmt::format("c{}-s{}", codes, seed), static_cast<int>(seed), patch,
                                 accuracies[seed], 0.99 - 0.01 * seed));

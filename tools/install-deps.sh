@@ -16,6 +16,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp          # LibTorch; OpenBLAS, or matmuls run ~70x slower
   libboost-dev libtomlplusplus-dev libabsl-dev libfmt-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   libopencv-dev                             # OpenCVConfig.cmake; image decoding and transforms
+  libssl-dev                                # SHA-256 (OpenSSL's libcrypto): stage keys, artifact checksums
   libsqlite3-dev                            # the results store (protoquant runs, leaderboard)
   libgtest-dev googletest
   chromium fonts-dejavu-core                # the leaderboard test renders its HTML headless

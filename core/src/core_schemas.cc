@@ -15,9 +15,12 @@ const ParamSchema& experiment_schema() {
     s.add(ParamSpec::String("output", "runs", "folder under which each run gets its own folder"));
     s.add(ParamSpec::String("train_split", "train", "split the stages train on"));
     s.add(ParamSpec::String("eval_split", "test", "split the metrics are measured on"));
-    s.add(ParamSpec::String("feature_cache", "",
-                            "folder of the shared feature cache (frozen-backbone features on disk); empty = off")
+    s.add(ParamSpec::String("store", "",
+                            "artifact store: every stage's outputs under its key, reused by any run with the same "
+                            "inputs; empty = a folder 'store' beside the run folder")
               .path());
+    s.add(ParamSpec::Bool("store_features", false,
+                          "also file the frozen backbone's features in the store (fp32: 4 x D x H x W bytes per image)"));
     s.add(ParamSpec::String("feature_dtype", "fp32", "dtype features are kept (and cached) in")
               .one_of({"fp32", "fp16", "bf16"}));
     s.add(ParamSpec::String("validation_split", "",

@@ -60,11 +60,12 @@ absl::StatusOr<nlohmann::json> apply_edits(const fs::path& run_dir, const EditOp
   ExperimentRun run(spec, registry, run_dir, RunMode::kOpen);
   PQ_RETURN_IF_ERROR(run.train_stages());
   Head& head = *run.model().head;
+  PQ_ASSIGN_OR_RETURN(TensorSource* eval_features, run.eval_features());
 
   torch::NoGradGuard no_grad;
   auto weights = head.class_weights().detach().clone();
   const int64_t classes = weights.size(0), prototypes = weights.size(1);
-  PQ_ASSIGN_OR_RETURN(const double accuracy_before, run.head_accuracy(run.eval_features()));
+  PQ_ASSIGN_OR_RETURN(const double accuracy_before, run.head_accuracy(*eval_features));
   nlohmann::json record;
   record["before"] = describe(model_size(weights), accuracy_before, prototypes);
 
@@ -99,7 +100,7 @@ absl::StatusOr<nlohmann::json> apply_edits(const fs::path& run_dir, const EditOp
     PQ_RETURN_IF_ERROR(head.keep_prototypes(keep, !options.renormalize));
     record["kept_prototypes"] = std::vector<int64_t>(keep.data_ptr<int64_t>(), keep.data_ptr<int64_t>() + keep.numel());
   }
-  PQ_ASSIGN_OR_RETURN(const double accuracy_after, run.head_accuracy(run.eval_features()));
+  PQ_ASSIGN_OR_RETURN(const double accuracy_after, run.head_accuracy(*eval_features));
   const auto edited = head.class_weights().detach();
   record["after"] = describe(model_size(edited), accuracy_after, edited.size(1));
   record["edits"] = {{"limit_k", options.limit_k ? nlohmann::json(*options.limit_k) : nlohmann::json()},

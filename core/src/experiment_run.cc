@@ -13,6 +13,7 @@
 #include "protoquant/batch_mixing.h"
 #include "protoquant/classification.h"
 #include "protoquant/cpu_info.h"
+#include "protoquant/digest.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/manifest.h"
 #include "protoquant/metric.h"
@@ -79,33 +80,102 @@ absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& dat
   return accuracy_of(*logits, torch::cat(labels));
 }
 
+// Where the store is: the one the CLI names, else experiment.store, else beside the run folder
+// (runs/<name>-<time>/ and runs/store/), so every run under one output folder shares it.
+fs::path store_root(const ExperimentSpec& spec, const fs::path& run_dir, const RunSettings& settings) {
+  if (!settings.store.empty()) return settings.store;
+  if (!spec.experiment.get_string("store").empty()) return spec.experiment.get_string("store");
+  return fs::absolute(run_dir).parent_path() / "store";
+}
+
+// Instance names of the manifest's metrics: the metric's type, "<type>_2", "<type>_3" for
+// repeats, so two instances of one metric never overwrite each other's values.
+std::vector<std::string> metric_instance_names(const std::vector<ComponentSpec>& metrics) {
+  std::map<std::string, int> seen;
+  std::vector<std::string> names;
+  for (const auto& metric : metrics) {
+    const int n = ++seen[metric.type];
+    names.push_back(n == 1 ? metric.type : fmt::format("{}_{}", metric.type, n));
+  }
+  return names;
+}
+
+std::string short_key(const std::string& key) { return key.substr(0, 12); }
+
 }  // namespace
 
-ExperimentRun::ExperimentRun(const ExperimentSpec& spec, Registry& registry, fs::path run_dir, RunMode mode)
-    : spec_(spec), registry_(registry), run_dir_(std::move(run_dir)), mode_(mode) {}
+ExperimentRun::ExperimentRun(const ExperimentSpec& spec, Registry& registry, fs::path run_dir, RunMode mode,
+                             RunSettings settings)
+    : spec_(spec),
+      registry_(registry),
+      run_dir_(std::move(run_dir)),
+      mode_(mode),
+      settings_(std::move(settings)),
+      store_(store_root(spec_, run_dir_, settings_)) {}
 
-std::optional<nlohmann::json> ExperimentRun::finished(const std::string& stage) const {
-  if (mode_ == RunMode::kFresh) return std::nullopt;
-  auto record = read_json(run_dir_ / "stages" / (stage + ".json"));
-  if (!record.ok()) return std::nullopt;
-  if (mode_ == RunMode::kResume) fmt::print(stderr, "[{}] finished in an earlier session: loaded\n", stage);
-  return *record;
+bool ExperimentRun::forced(const std::string& stage) const {
+  if (settings_.force.empty()) return false;
+  const auto at = [&](const std::string& name) {
+    return std::find(stage_order_.begin(), stage_order_.end(), name) - stage_order_.begin();
+  };
+  return at(stage) >= at(settings_.force);
 }
 
-absl::Status ExperimentRun::not_recorded(const std::string& stage) const {
-  return absl::FailedPreconditionError(
-      fmt::format("{}: the run has no finished '{}' stage (run or resume it first)", run_dir_.string(), stage));
-}
-
-absl::Status ExperimentRun::finish(const std::string& stage, double seconds, nlohmann::json record) {
-  record["seconds"] = seconds;
+absl::StatusOr<ExperimentRun::Outcome> ExperimentRun::run_stage(
+    const std::string& stage, const std::map<std::string, fs::path>& files,
+    const std::function<absl::StatusOr<nlohmann::json>()>& compute, const std::function<absl::Status()>& prepare) {
+  const auto start = Clock::now();
+  const fs::path record_file = run_dir_ / "stages" / (stage + ".json");
+  if (mode_ == RunMode::kOpen) {
+    auto record = read_json(record_file);
+    if (!record.ok()) {
+      return absl::FailedPreconditionError(
+          fmt::format("{}: the run has no finished '{}' stage (run it first)", run_dir_.string(), stage));
+    }
+    results_["stages"][stage] = *record;
+    return Outcome{*record, true};
+  }
+  const StageKey& key = keys_.at(stage);
+  auto reuse = [&](const nlohmann::json& artifact) -> absl::StatusOr<Outcome> {
+    for (const auto& [name, destination] : files) {
+      PQ_RETURN_IF_ERROR(place_file(store_.folder(stage, key.key) / name, destination));
+    }
+    nlohmann::json record = artifact["record"];
+    record["computed_seconds"] = record.value("seconds", 0.0);
+    record["seconds"] = seconds_since(start);
+    record["reused"] = true;
+    fmt::print(stderr, "[{}] reused {} from {}\n", stage, short_key(key.key), store_.root().string());
+    PQ_RETURN_IF_ERROR(write_file_atomic(record_file, record.dump(2) + "\n"));
+    results_["stages"][stage] = record;
+    return Outcome{record, true};
+  };
+  const bool force = forced(stage);
+  if (!force) {
+    if (auto artifact = store_.find(stage, key.key)) return reuse(*artifact);
+  }
+  // Under the lock: a sweep member computing the same stage files it first, then this one reuses it.
+  PQ_ASSIGN_OR_RETURN(ArtifactStore::Lock lock, store_.lock(stage, key.key));
+  if (!force) {
+    if (auto artifact = store_.find(stage, key.key)) return reuse(*artifact);
+  }
+  std::error_code ec;
+  fs::create_directories(store_.work_folder(stage, key.key), ec);
+  // The features a stage reads are the features stage's time, not this one's.
+  if (prepare) PQ_RETURN_IF_ERROR(prepare());
+  const auto compute_start = Clock::now();
+  PQ_ASSIGN_OR_RETURN(nlohmann::json record, compute());
+  record["key"] = key.key;
+  record["seconds"] = seconds_since(compute_start);
+  record["reused"] = false;
+  PQ_RETURN_IF_ERROR(store_.publish(stage, key.key, key.inputs, record, files, /*replace=*/force));
+  fmt::print(stderr, "[{}] done in {:.1f} s (key {})\n", stage, record["seconds"].get<double>(), short_key(key.key));
+  PQ_RETURN_IF_ERROR(write_file_atomic(record_file, record.dump(2) + "\n"));
   results_["stages"][stage] = record;
-  fmt::print(stderr, "[{}] done in {:.1f} s\n", stage, seconds);
-  return write_file_atomic(run_dir_ / "stages" / (stage + ".json"), record.dump(2) + "\n");
+  return Outcome{record, false};
 }
 
 // Every stage builds its components from its own seed, so what it builds does not depend on
-// whether the stages before it were trained in this process or loaded by --resume.
+// whether the stages before it were trained in this process or reused from the store.
 void ExperimentRun::reseed(int stage) const {
   torch::manual_seed(context_.seed * 1000003ULL + 7919ULL * static_cast<uint64_t>(stage + 1));
 }
@@ -117,8 +187,9 @@ TrainOptions ExperimentRun::train_options(const std::string& stage,
   options.seed = context_.seed;
   options.device = context_.device;
   options.modules = std::move(modules);
-  options.checkpoint = run_dir_ / "checkpoints" / (stage + ".pt");
-  options.resume = mode_ == RunMode::kResume;
+  // A checkpoint belongs to the stage's key: any run of the same stage continues it.
+  options.checkpoint = store_.work_folder(stage, keys_.at(stage).key) / "checkpoint.pt";
+  options.resume = true;
   options.num_classes = context_.num_classes;
   return options;
 }
@@ -127,36 +198,23 @@ absl::Status ExperimentRun::prepare_folder() {
   std::error_code ec;
   fs::create_directories(run_dir_ / "stages", ec);
   if (ec) return absl::InternalError(fmt::format("{}: cannot create run folder: {}", run_dir_.string(), ec.message()));
-  const fs::path guard_file = run_dir_ / "stages" / "manifest.json";
   if (mode_ == RunMode::kOpen) {
-    if (!fs::exists(guard_file)) return absl::NotFoundError(fmt::format("{}: not a run folder", run_dir_.string()));
+    if (!fs::exists(run_dir_ / "manifest.toml")) return absl::NotFoundError(fmt::format("{}: not a run folder", run_dir_.string()));
     return absl::OkStatus();
   }
-  if (mode_ == RunMode::kResume) {
-    auto recorded = read_json(guard_file);
-    if (!recorded.ok()) {
-      return absl::FailedPreconditionError(
-          fmt::format("{}: nothing to resume (no stages/manifest.json from an earlier run)", run_dir_.string()));
-    }
-    if (*recorded != spec_.resolved) {
-      return absl::FailedPreconditionError(fmt::format(
-          "{}: the manifest differs from the one this run started with; resume only continues the same experiment",
-          guard_file.string()));
-    }
-    // A results.json exists only when the earlier run finished; resuming makes a fresh one.
-    fs::remove(run_dir_ / "results.json", ec);
-    return absl::OkStatus();
-  }
-  // A fresh run: nothing from an earlier run in this folder may pass for this run's.
+  // Nothing from an earlier run in this folder may pass for this run's: its records go first.
   fs::remove(run_dir_ / "results.json", ec);
   fs::remove_all(run_dir_ / "stages", ec);
-  fs::remove_all(run_dir_ / "checkpoints", ec);
+  fs::remove_all(run_dir_ / "checkpoints", ec);  // the layout before the store
   fs::remove_all(run_dir_ / "edits", ec);
-  PQ_RETURN_IF_ERROR(write_file_atomic(guard_file, spec_.resolved.dump(2) + "\n"));
+  fs::create_directories(run_dir_ / "stages", ec);
   return write_file_atomic(run_dir_ / "manifest.toml", resolved_manifest_toml(spec_.resolved));
 }
 
-absl::Status ExperimentRun::train_stages() {
+// Process settings, the dataset and every stage's key: what plan() and train_stages() both need.
+absl::Status ExperimentRun::start() {
+  if (started_) return absl::OkStatus();
+  started_ = true;
   const Params& exp = spec_.experiment;
   const int64_t threads = resolve_threads(exp.get_int("threads"));
   torch::set_num_threads(static_cast<int>(threads));
@@ -170,9 +228,9 @@ absl::Status ExperimentRun::train_stages() {
   train_split_ = exp.get_string("train_split");
   eval_split_ = exp.get_string("eval_split");
   validation_split_ = exp.get_string("validation_split").empty() ? eval_split_ : exp.get_string("validation_split");
-
   results_["experiment"] = exp.get_string("name");
   results_["run_dir"] = fs::absolute(run_dir_).string();
+  results_["store"] = fs::absolute(store_.root()).string();
   results_["environment"] = {{"threads", threads},
                              {"device", context_.device.str()},
                              {"torch", TORCH_VERSION},
@@ -180,10 +238,89 @@ absl::Status ExperimentRun::train_stages() {
                              {"cpu", cpu_info().describe()},
                              {"cpu_model", cpu_info().model},
                              {"cpu_features", cpu_info().features}};
-  PQ_RETURN_IF_ERROR(prepare_folder());
   PQ_RETURN_IF_ERROR(load_dataset());
+  return compute_keys();
+}
+
+nlohmann::json ExperimentRun::component_identity(const ComponentSpec& component) const {
+  std::string library;
+  for (const auto& entry : registry_.entries(component.kind)) {
+    if (entry.name == component.type) library = entry.library;
+  }
+  auto lib = library.empty() ? absl::StatusOr<nlohmann::json>(nlohmann::json()) : library_identity(library);
+  return {{"type", component.type}, {"params", component.params.to_json()}, {"library", lib.ok() ? *lib : nlohmann::json()}};
+}
+
+absl::Status ExperimentRun::compute_keys() {
+  if (mode_ == RunMode::kOpen) return absl::OkStatus();
+  const Params& exp = spec_.experiment;
+  PQ_ASSIGN_OR_RETURN(const nlohmann::json core, core_identity());
+  const nlohmann::json common = {{"core", core}, {"seed", exp.get_int("seed")}, {"device", exp.get_string("device")}};
+  const nlohmann::json dataset = {{"component", component_identity(spec_.dataset)}, {"identity", dataset_->identity()}};
+  const nlohmann::json splits = {{"train", train_split_}, {"validation", validation_split_}, {"eval", eval_split_}};
+  auto add = [&](const std::string& stage, nlohmann::json inputs) {
+    inputs["common"] = common;
+    keys_[stage] = make_stage_key(stage, std::move(inputs));
+    stage_order_.push_back(stage);
+  };
+
+  const Params& blackbox = spec_.stages.at("blackbox");
+  nlohmann::json blackbox_inputs = {{"backbone", component_identity(spec_.backbone)}};
+  if (const std::string weights = blackbox.get_string("weights"); !weights.empty()) {
+    // Brought by the user: the file's content is the input, not a training recipe.
+    PQ_ASSIGN_OR_RETURN(const std::string digest, sha256_file(weights));
+    blackbox_inputs["weights_sha256"] = digest;
+  } else {
+    blackbox_inputs["settings"] = blackbox.to_json();
+    blackbox_inputs["dataset"] = dataset;
+    blackbox_inputs["splits"] = splits;
+  }
+  add("blackbox", blackbox_inputs);
+  // Features: a function of the frozen backbone, the data and the dtype (not a filed stage: the
+  // feature cache files them, per split, when store_features is set).
+  add("features", {{"blackbox", keys_["blackbox"].key}, {"dataset", dataset}, {"dtype", exp.get_string("feature_dtype")}});
+  const std::string features = keys_["features"].key;
+  add("codebook", {{"features", features},
+                   {"quantizer", component_identity(spec_.quantizer)},
+                   {"settings", spec_.stages.at("codebook").to_json()},
+                   {"splits", splits}});
+  std::string quantizer_stage = "codebook";
+  if (spec_.stages.at("prune").get_int("target") > 0) {
+    add("prune", {{"codebook", keys_["codebook"].key}, {"features", features}, {"settings", spec_.stages.at("prune").to_json()},
+                  {"splits", splits}});
+    quantizer_stage = "prune";
+  }
+  add("head", {{"quantizer", keys_[quantizer_stage].key},
+               {"features", features},
+               {"head", component_identity(spec_.head)},
+               {"settings", spec_.stages.at("head").to_json()},
+               {"splits", splits}});
+  metric_instances_ = metric_instance_names(spec_.metrics);
+  for (size_t i = 0; i < spec_.metrics.size(); ++i) {
+    add("metric." + metric_instances_[i],
+        {{"head", keys_["head"].key}, {"features", features}, {"metric", component_identity(spec_.metrics[i])},
+         {"split", eval_split_}});
+  }
+  nlohmann::json artifacts;
+  for (const auto& stage : stage_order_) artifacts[stage] = keys_[stage].key;
+  results_["artifacts"] = artifacts;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<StagePlan>> ExperimentRun::plan() {
+  PQ_RETURN_IF_ERROR(start());
+  std::vector<StagePlan> plan;
+  for (const auto& stage : stage_order_) {
+    if (stage == "features") continue;
+    plan.push_back({stage, keys_[stage].key, !forced(stage) && store_.contains(stage, keys_[stage].key)});
+  }
+  return plan;
+}
+
+absl::Status ExperimentRun::train_stages() {
+  PQ_RETURN_IF_ERROR(start());
+  PQ_RETURN_IF_ERROR(prepare_folder());
   PQ_RETURN_IF_ERROR(blackbox());
-  PQ_RETURN_IF_ERROR(extract_features());
   PQ_RETURN_IF_ERROR(codebook());
   PQ_RETURN_IF_ERROR(prune());
   return head();
@@ -191,7 +328,13 @@ absl::Status ExperimentRun::train_stages() {
 
 absl::Status ExperimentRun::load_dataset() {
   const auto start = Clock::now();
-  PQ_ASSIGN_OR_RETURN(dataset_, registry_.datasets.build(spec_.dataset.type, spec_.dataset.params, context_));
+  const std::string dataset_key = spec_.dataset.type + spec_.dataset.params.to_json().dump();
+  if (settings_.datasets && settings_.datasets->count(dataset_key)) {
+    dataset_ = settings_.datasets->at(dataset_key);
+  } else {
+    PQ_ASSIGN_OR_RETURN(dataset_, registry_.datasets.build(spec_.dataset.type, spec_.dataset.params, context_));
+    if (settings_.datasets) (*settings_.datasets)[dataset_key] = dataset_;
+  }
   const DatasetInfo& info = dataset_->info();
   for (const auto& split : {train_split_, eval_split_, validation_split_}) {
     if (std::find(info.splits.begin(), info.splits.end(), split) == info.splits.end()) {
@@ -212,110 +355,119 @@ absl::Status ExperimentRun::load_dataset() {
 
 // Stage 0: the black-box classifier, trained here or brought by the user.
 absl::Status ExperimentRun::blackbox() {
-  const auto start = Clock::now();
   reseed(0);
   PQ_ASSIGN_OR_RETURN(model_.backbone, registry_.backbones.build(spec_.backbone.type, spec_.backbone.params, context_));
   model_.backbone->to(context_.device);
   context_.feature_channels = model_.backbone->channels();
   const fs::path saved = run_dir_ / "model" / "backbone.pt";
-  if (auto record = finished("blackbox")) {
-    PQ_RETURN_IF_ERROR(load_module(*model_.backbone, saved));
-    model_.backbone->to(context_.device);
-    freeze(*model_.backbone);
-    results_["stages"]["blackbox"] = *record;
-    return absl::OkStatus();
+  auto backbone = model_.backbone;
+  PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("blackbox", {{"backbone.pt", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
+    const Params& stage = spec_.stages.at("blackbox");
+    const TrainSettings settings = TrainSettings::from(stage);
+    const std::string weights = stage.get_string("weights");
+    nlohmann::json record = {{"weights", weights}};
+    if (!weights.empty()) {
+      // A black box brought by the user (or an earlier run): loaded, not trained.
+      PQ_RETURN_IF_ERROR(load_module(*backbone, weights));
+      backbone->to(context_.device);
+    } else {
+      DatasetSource source(*dataset_, train_split_);
+      TrainOptions options = train_options("blackbox", {backbone});
+      options.validate = [&]() -> absl::StatusOr<double> {
+        DatasetSource validation(*dataset_, validation_split_, /*augment=*/false);
+        return eval_accuracy(*backbone, validation, settings.eval_batch_size, context_.device,
+                             [&](const Batch& b) { return backbone->forward(b.images); }, "validate blackbox");
+      };
+      backbone->train();
+      PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
+                                              [&](const Batch& batch) {
+                                                return cross_entropy(backbone->forward(batch.images), batch,
+                                                                     settings.label_smoothing);
+                                              },
+                                              options));
+      record.update(training_record(summary));
+    }
+    freeze(*backbone);
+    PQ_RETURN_IF_ERROR(save_module(*backbone, saved));
+    return record;
+  }));
+  if (outcome.reused) {
+    PQ_RETURN_IF_ERROR(load_module(*backbone, saved));
+    backbone->to(context_.device);
   }
-  if (mode_ == RunMode::kOpen) return not_recorded("blackbox");
-  const Params& stage = spec_.stages.at("blackbox");
-  const TrainSettings settings = TrainSettings::from(stage);
-  const std::string weights = stage.get_string("weights");
-  nlohmann::json record = {{"weights", weights}};
-  if (!weights.empty()) {
-    // A black box brought by the user (or an earlier run): loaded, not trained.
-    PQ_RETURN_IF_ERROR(load_module(*model_.backbone, weights));
-    model_.backbone->to(context_.device);
-  } else {
-    auto backbone = model_.backbone;
-    DatasetSource source(*dataset_, train_split_);
-    TrainOptions options = train_options("blackbox", {backbone});
-    options.validate = [&]() -> absl::StatusOr<double> {
-      DatasetSource validation(*dataset_, validation_split_, /*augment=*/false);
-      return eval_accuracy(*backbone, validation, settings.eval_batch_size, context_.device,
-                           [&](const Batch& b) { return backbone->forward(b.images); }, "validate blackbox");
-    };
-    backbone->train();
-    PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
-                                            [&](const Batch& batch) {
-                                              return cross_entropy(backbone->forward(batch.images), batch,
-                                                                   settings.label_smoothing);
-                                            },
-                                            options));
-    record.update(training_record(summary));
-  }
-  freeze(*model_.backbone);
-  PQ_RETURN_IF_ERROR(save_module(*model_.backbone, saved));
-  return finish("blackbox", seconds_since(start), record);
+  freeze(*backbone);
+  return absl::OkStatus();
 }
 
-// The backbone is frozen from here on: every feature map is computed once, or read from the
-// shared feature cache when an earlier run computed it with the same weights and data.
-absl::Status ExperimentRun::extract_features() {
-  const auto start = Clock::now();
+// The backbone is frozen from here on: a split's feature maps are computed once, when a stage
+// that reads them is computed, or read from the store's feature cache.
+absl::StatusOr<std::unique_ptr<TensorSource>> ExperimentRun::extract(const std::string& split) {
   const Params& exp = spec_.experiment;
   const int64_t batch_size = spec_.stages.at("blackbox").get_int("eval_batch_size");
   const auto dtype = feature_dtype(exp.get_string("feature_dtype"));
   std::optional<FeatureCache> cache;
-  if (!exp.get_string("feature_cache").empty()) cache.emplace(exp.get_string("feature_cache"));
-  const uint32_t weights = cache ? weights_checksum(*model_.backbone) : 0;
-  nlohmann::json record;
-  auto extract = [&](const std::string& split) -> absl::StatusOr<std::unique_ptr<TensorSource>> {
-    const std::string key = fmt::format("backbone={} weights={:08x} channels={}|dataset={}|split={}|dtype={}",
-                                        spec_.backbone.type, weights, context_.feature_channels,
-                                        dataset_->identity(), split, exp.get_string("feature_dtype"));
-    // Seconds per split and where the features came from: what the cache saves, per pass.
-    const auto split_start = Clock::now();
-    if (cache) {
-      if (auto hit = cache->load(key)) {
-        fmt::print(stderr, "[features] {}: from the cache ({})\n", split, cache->path_for(key).string());
-        record["cache"][split] = {{"hit", true}, {"file", cache->path_for(key).string()}};
-        record["splits"][split] = {{"from", "cache"}, {"seconds", seconds_since(split_start)}};
-        return std::make_unique<TensorSource>(hit->features, hit->labels);
-      }
+  if (exp.get_bool("store_features") && mode_ != RunMode::kOpen) cache.emplace(store_.features_folder());
+  // One entry per (features key, split).
+  const std::string key = mode_ == RunMode::kOpen ? "" : sha256_hex(keys_.at("features").key + "|" + split);
+  nlohmann::json& record = results_["stages"]["features"];
+  const auto start = Clock::now();
+  if (cache) {
+    if (auto hit = cache->load(key)) {
+      fmt::print(stderr, "[features] {}: from the store ({})\n", split, cache->path_for(key).string());
+      record["cache"][split] = {{"hit", true}, {"file", cache->path_for(key).string()}};
+      record["splits"][split] = {{"from", "cache"}, {"seconds", seconds_since(start)}};
+      record["seconds"] = record.value("seconds", 0.0) + seconds_since(start);
+      return std::make_unique<TensorSource>(hit->features, hit->labels);
     }
-    DatasetSource source(*dataset_, split, /*augment=*/false);  // features of un-augmented images
-    std::vector<torch::Tensor> label_parts;
-    PQ_ASSIGN_OR_RETURN(torch::Tensor features,
-                        map_batches(source, batch_size, context_.device,
-                                    [&](const Batch& batch) {
-                                      label_parts.push_back(batch.labels);
-                                      return model_.backbone->features(batch.images).to(dtype);
-                                    },
-                                    fmt::format("features {}", split)));
-    torch::Tensor labels = torch::cat(label_parts);
-    record["splits"][split] = {{"from", "backbone"}, {"seconds", seconds_since(split_start)}};
-    if (cache) {
-      PQ_RETURN_IF_ERROR(cache->store(key, features, labels));
-      record["cache"][split] = {{"hit", false}, {"file", cache->path_for(key).string()}};
-    }
-    return std::make_unique<TensorSource>(features, labels);
-  };
-  // An opened run trains nothing: it needs the evaluation features only.
-  if (mode_ != RunMode::kOpen) {
+  }
+  DatasetSource source(*dataset_, split, /*augment=*/false);  // features of un-augmented images
+  std::vector<torch::Tensor> label_parts;
+  PQ_ASSIGN_OR_RETURN(torch::Tensor features,
+                      map_batches(source, batch_size, context_.device,
+                                  [&](const Batch& batch) {
+                                    label_parts.push_back(batch.labels);
+                                    return model_.backbone->features(batch.images).to(dtype);
+                                  },
+                                  fmt::format("features {}", split)));
+  torch::Tensor labels = torch::cat(label_parts);
+  record["splits"][split] = {{"from", "backbone"}, {"seconds", seconds_since(start)}};
+  record["seconds"] = record.value("seconds", 0.0) + seconds_since(start);
+  if (cache) {
+    PQ_RETURN_IF_ERROR(cache->store(key, features, labels));
+    record["cache"][split] = {{"hit", false}, {"file", cache->path_for(key).string()}};
+  }
+  record["shape"] = std::vector<int64_t>(features.sizes().begin() + 1, features.sizes().end());
+  record["dtype"] = exp.get_string("feature_dtype");
+  record["bytes_per_image"] = features.numel() / std::max<int64_t>(1, features.size(0)) * features.element_size();
+  return std::make_unique<TensorSource>(features, labels);
+}
+
+absl::Status ExperimentRun::read_training_features() {
+  PQ_RETURN_IF_ERROR(train_features().status());
+  PQ_RETURN_IF_ERROR(validation_features().status());
+  return eval_features().status();  // the codebook's usage is measured on it
+}
+
+absl::StatusOr<TensorSource*> ExperimentRun::train_features() {
+  if (!train_features_) {
     PQ_ASSIGN_OR_RETURN(train_features_, extract(train_split_));
   }
-  PQ_ASSIGN_OR_RETURN(eval_features_, extract(eval_split_));
-  validation_features_ = eval_features_.get();
-  if (validation_split_ != eval_split_) {
-    PQ_ASSIGN_OR_RETURN(separate_validation_features_, extract(validation_split_));
-    validation_features_ = separate_validation_features_.get();
+  return train_features_.get();
+}
+
+absl::StatusOr<TensorSource*> ExperimentRun::eval_features() {
+  if (!eval_features_) {
+    PQ_ASSIGN_OR_RETURN(eval_features_, extract(eval_split_));
   }
-  const auto& f = (train_features_ ? train_features_ : eval_features_)->inputs();
-  record["shape"] = std::vector<int64_t>(f.sizes().begin() + 1, f.sizes().end());
-  record["dtype"] = exp.get_string("feature_dtype");
-  record["bytes_per_image"] = f.numel() / std::max<int64_t>(1, f.size(0)) * f.element_size();
-  record["seconds"] = seconds_since(start);
-  results_["stages"]["features"] = record;
-  return absl::OkStatus();
+  return eval_features_.get();
+}
+
+absl::StatusOr<TensorSource*> ExperimentRun::validation_features() {
+  if (validation_split_ == eval_split_) return eval_features();
+  if (!separate_validation_features_) {
+    PQ_ASSIGN_OR_RETURN(separate_validation_features_, extract(validation_split_));
+  }
+  return separate_validation_features_.get();
 }
 
 absl::StatusOr<double> ExperimentRun::quantized_accuracy(TensorSource& features) {
@@ -332,18 +484,28 @@ absl::StatusOr<double> ExperimentRun::head_accuracy(TensorSource& features) {
                        [&](const Batch& b) { return model_.head->forward(b.images).logits; }, "head");
 }
 
-// Usage over the whole evaluation split, and how well g classifies quantized maps.
-absl::Status ExperimentRun::measure_usage() {
-  if (mode_ == RunMode::kOpen) return absl::OkStatus();  // an opened run reports nothing
+// Usage over the whole evaluation split, and how well g classifies quantized maps: filed with
+// the codebook (and prune) stage, so a reused codebook reports them without any feature pass.
+absl::StatusOr<nlohmann::json> ExperimentRun::measure_usage() {
   model_.quantizer->reset_usage();
-  PQ_ASSIGN_OR_RETURN(const double accuracy, quantized_accuracy(*eval_features_));
+  PQ_ASSIGN_OR_RETURN(TensorSource* eval, eval_features());
+  PQ_ASSIGN_OR_RETURN(const double accuracy, quantized_accuracy(*eval));
   const auto usage = model_.quantizer->usage();
-  results_["metrics"]["quantized_blackbox_accuracy"] = accuracy;
-  results_["metrics"]["codebook"] = usage.to_json(false);
-  results_["codebook_counts"] = usage.counts;
+  nlohmann::json measured = usage.to_json(false);
+  measured["quantized_blackbox_accuracy"] = accuracy;
+  measured["counts"] = usage.counts;
   fmt::print(stderr, "[codebook] {} of {} codes used on {}, perplexity {:.1f}, g(Zq) accuracy {:.4f}\n", usage.used,
              usage.codebooks * usage.codes_per_codebook, eval_split_, usage.mean_perplexity, accuracy);
-  return absl::OkStatus();
+  return measured;
+}
+
+// The last quantizer stage's usage is the run's codebook metric; its per-code counts stay beside
+// the metrics (a list, not a value).
+void ExperimentRun::report_usage(const nlohmann::json& record) {
+  nlohmann::json usage = record.value("usage", nlohmann::json::object());
+  results_["codebook_counts"] = usage.value("counts", nlohmann::json::array());
+  usage.erase("counts");
+  results_["metrics"]["codebook"] = usage;
 }
 
 // Stage 1's objective (also stage 2's re-training): w_task CE(g(Zq), y) + w_cb codebook loss.
@@ -358,43 +520,48 @@ std::function<torch::Tensor(const Batch&)> ExperimentRun::codebook_objective(con
   };
 }
 
-// Stage 1: the codebook, learned through the frozen original head.
-absl::Status ExperimentRun::codebook() {
-  const auto start = Clock::now();
+absl::Status ExperimentRun::build_quantizer() {
   reseed(1);
   PQ_ASSIGN_OR_RETURN(model_.quantizer,
                       registry_.quantizers.build(spec_.quantizer.type, spec_.quantizer.params, context_));
   model_.quantizer->to(context_.device);
+  return absl::OkStatus();
+}
+
+// Stage 1: the codebook, learned through the frozen original head.
+absl::Status ExperimentRun::codebook() {
+  PQ_RETURN_IF_ERROR(build_quantizer());
   auto quantizer = model_.quantizer;
-  if (auto record = finished("codebook")) {
-    PQ_RETURN_IF_ERROR(load_module(*quantizer, run_dir_ / "model" / "quantizer.pt"));
+  const fs::path saved = run_dir_ / "model" / "quantizer.pt";
+  PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("codebook", {{"quantizer.pt", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
+    const TrainSettings settings = TrainSettings::from(spec_.stages.at("codebook"));
+    TrainOptions options = train_options("codebook", {quantizer});
+    PQ_ASSIGN_OR_RETURN(TensorSource* train_set, train_features());
+    PQ_ASSIGN_OR_RETURN(TensorSource* validation, validation_features());
+    if (!fs::exists(options.checkpoint)) {
+      // Data-dependent inits (k-means) see a fixed sample of real feature vectors.
+      auto generator = at::detail::createCPUGenerator(context_.seed + 17);
+      const auto& f = train_set->inputs();
+      const int64_t images = std::min<int64_t>(f.size(0), std::max<int64_t>(1, 65536 / (f.size(2) * f.size(3))));
+      const auto pick = torch::randperm(f.size(0), generator, torch::kInt64).slice(0, 0, images).to(f.device());
+      const auto sample = f.index_select(0, pick).permute({0, 2, 3, 1}).reshape({-1, f.size(1)}).to(torch::kFloat32);
+      PQ_RETURN_IF_ERROR(guard("initialising the codebook", [&] { return quantizer->initialize(sample); }));
+    }
+    options.validate = [&] { return quantized_accuracy(*validation); };
+    quantizer->train();
+    std::vector<torch::Tensor> trainable;
+    if (quantizer->learns_by_gradient()) trainable = quantizer->parameters();
+    PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, *train_set, codebook_objective(settings), options));
     freeze(*quantizer);
-    results_["stages"]["codebook"] = *record;
-    return absl::OkStatus();
-  }
-  const Params& stage = spec_.stages.at("codebook");
-  const TrainSettings settings = TrainSettings::from(stage);
-  TrainOptions options = train_options("codebook", {quantizer});
-  if (mode_ == RunMode::kOpen) return not_recorded("codebook");
-  if (!(options.resume && fs::exists(options.checkpoint))) {
-    // Data-dependent inits (k-means) see a fixed sample of real feature vectors.
-    auto generator = at::detail::createCPUGenerator(context_.seed + 17);
-    const auto& f = train_features_->inputs();
-    const int64_t images = std::min<int64_t>(f.size(0), std::max<int64_t>(1, 65536 / (f.size(2) * f.size(3))));
-    const auto pick = torch::randperm(f.size(0), generator, torch::kInt64).slice(0, 0, images).to(f.device());
-    const auto sample = f.index_select(0, pick).permute({0, 2, 3, 1}).reshape({-1, f.size(1)}).to(torch::kFloat32);
-    PQ_RETURN_IF_ERROR(guard("initialising the codebook", [&] { return quantizer->initialize(sample); }));
-  }
-  options.validate = [&] { return quantized_accuracy(*validation_features_); };
-  quantizer->train();
-  std::vector<torch::Tensor> trainable;
-  if (quantizer->learns_by_gradient()) trainable = quantizer->parameters();
-  PQ_ASSIGN_OR_RETURN(auto summary,
-                      train(settings, trainable, *train_features_, codebook_objective(settings), options));
+    PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
+    nlohmann::json record = training_record(summary);
+    PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage());
+    return record;
+  }, [&] { return read_training_features(); }));
+  if (outcome.reused) PQ_RETURN_IF_ERROR(load_module(*quantizer, saved));
   freeze(*quantizer);
-  PQ_RETURN_IF_ERROR(save_module(*quantizer, run_dir_ / "model" / "quantizer.pt"));
-  return finish("codebook", seconds_since(start),
-                training_record(summary));
+  report_usage(outcome.record);
+  return absl::OkStatus();
 }
 
 // Stage 2 (optional): remove the least-used codes in `steps` steps down to `target` per codebook,
@@ -402,54 +569,63 @@ absl::Status ExperimentRun::codebook() {
 absl::Status ExperimentRun::prune() {
   const Params& stage = spec_.stages.at("prune");
   const int64_t target = stage.get_int("target");
+  if (target == 0) return absl::OkStatus();
   auto quantizer = model_.quantizer;
   const fs::path saved = run_dir_ / "model" / "quantizer_pruned.pt";
-  if (target == 0 || target >= quantizer->num_codes()) {
-    if (target != 0) fmt::print(stderr, "[prune] target {} >= K = {}: nothing to prune\n", target, quantizer->num_codes());
-    return measure_usage();
-  }
-  const auto start = Clock::now();
-  if (auto record = finished("prune")) {
-    const int64_t codebooks = quantizer->usage().codebooks;
-    const int64_t kept = (*record)["codes"].get<int64_t>();
-    PQ_RETURN_IF_ERROR(quantizer->keep_codes(torch::arange(kept, torch::kInt64).repeat({codebooks, 1})));
-    PQ_RETURN_IF_ERROR(load_module(*quantizer, saved));
-    freeze(*quantizer);
-    results_["stages"]["prune"] = *record;
-    return measure_usage();
-  }
-  if (mode_ == RunMode::kOpen) return not_recorded("prune");
-  const TrainSettings settings = TrainSettings::from(stage);
-  const int64_t steps = stage.get_int("steps");
   const int64_t initial = quantizer->num_codes();
-  nlohmann::json history = nlohmann::json::array();
-  for (int64_t s = 1; s <= steps; ++s) {
-    // Usage on the validation split decides which codes go.
-    quantizer->reset_usage();
-    PQ_ASSIGN_OR_RETURN(const double before, quantized_accuracy(*validation_features_));
-    const UsageStats usage = quantizer->usage();
-    const auto counts = torch::tensor(usage.counts, torch::kInt64).view({usage.codebooks, -1});
-    const int64_t size = initial - (initial - target) * s / steps;
-    PQ_RETURN_IF_ERROR(quantizer->keep_codes(most_used_codes(counts, size)));
-    for (auto& p : quantizer->parameters()) p.set_requires_grad(true);
-    quantizer->train();
-    std::vector<torch::Tensor> trainable;
-    if (quantizer->learns_by_gradient()) trainable = quantizer->parameters();
-    TrainOptions options = train_options(fmt::format("prune step {}/{}", s, steps), {quantizer});
-    options.checkpoint.clear();  // a pruning step is short: an interrupted stage 2 reruns whole
-    options.seed = context_.seed + static_cast<uint64_t>(s);
-    PQ_ASSIGN_OR_RETURN(auto summary,
-                        train(settings, trainable, *train_features_, codebook_objective(settings), options));
-    PQ_ASSIGN_OR_RETURN(const double after, quantized_accuracy(*validation_features_));
-    fmt::print(stderr, "[prune] step {}/{}: K {} -> {}, g(Zq) validation accuracy {:.4f} -> {:.4f}\n", s, steps,
-               s == 1 ? initial : history.back()["codes"].get<int64_t>(), size, before, after);
-    history.push_back({{"codes", size}, {"accuracy_before", before}, {"accuracy_after", after},
-                       {"loss", summary.last_epoch_loss}});
+  PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("prune", {{"quantizer.pt", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
+    if (target >= initial) {
+      fmt::print(stderr, "[prune] target {} >= K = {}: nothing to prune\n", target, initial);
+      PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
+      nlohmann::json record = {{"codes", initial}, {"from", initial}, {"steps", nlohmann::json::array()}};
+      PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage());
+      return record;
+    }
+    const TrainSettings settings = TrainSettings::from(stage);
+    const int64_t steps = stage.get_int("steps");
+    PQ_ASSIGN_OR_RETURN(TensorSource* train_set, train_features());
+    PQ_ASSIGN_OR_RETURN(TensorSource* validation, validation_features());
+    nlohmann::json history = nlohmann::json::array();
+    for (int64_t s = 1; s <= steps; ++s) {
+      // Usage on the validation split decides which codes go.
+      quantizer->reset_usage();
+      PQ_ASSIGN_OR_RETURN(const double before, quantized_accuracy(*validation));
+      const UsageStats usage = quantizer->usage();
+      const auto counts = torch::tensor(usage.counts, torch::kInt64).view({usage.codebooks, -1});
+      const int64_t size = initial - (initial - target) * s / steps;
+      PQ_RETURN_IF_ERROR(quantizer->keep_codes(most_used_codes(counts, size)));
+      for (auto& p : quantizer->parameters()) p.set_requires_grad(true);
+      quantizer->train();
+      std::vector<torch::Tensor> trainable;
+      if (quantizer->learns_by_gradient()) trainable = quantizer->parameters();
+      TrainOptions options = train_options("prune", {quantizer});
+      options.label = fmt::format("prune step {}/{}", s, steps);
+      options.checkpoint.clear();  // a pruning step is short: an interrupted stage 2 reruns whole
+      options.seed = context_.seed + static_cast<uint64_t>(s);
+      PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, *train_set, codebook_objective(settings), options));
+      PQ_ASSIGN_OR_RETURN(const double after, quantized_accuracy(*validation));
+      fmt::print(stderr, "[prune] step {}/{}: K {} -> {}, g(Zq) validation accuracy {:.4f} -> {:.4f}\n", s, steps,
+                 s == 1 ? initial : history.back()["codes"].get<int64_t>(), size, before, after);
+      history.push_back({{"codes", size}, {"accuracy_before", before}, {"accuracy_after", after},
+                         {"loss", summary.last_epoch_loss}});
+    }
+    freeze(*quantizer);
+    PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
+    nlohmann::json record = {{"codes", target}, {"from", initial}, {"steps", history}};
+    PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage());
+    return record;
+  }, [&] { return read_training_features(); }));
+  if (outcome.reused) {
+    const int64_t codebooks = quantizer->usage().codebooks;
+    const int64_t kept = outcome.record["codes"].get<int64_t>();
+    if (kept < initial) {
+      PQ_RETURN_IF_ERROR(quantizer->keep_codes(torch::arange(kept, torch::kInt64).repeat({codebooks, 1})));
+    }
+    PQ_RETURN_IF_ERROR(load_module(*quantizer, saved));
   }
   freeze(*quantizer);
-  PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
-  PQ_RETURN_IF_ERROR(finish("prune", seconds_since(start), {{"codes", target}, {"from", initial}, {"steps", history}}));
-  return measure_usage();
+  report_usage(outcome.record);
+  return absl::OkStatus();
 }
 
 absl::Status ExperimentRun::build_head() {
@@ -463,71 +639,85 @@ absl::Status ExperimentRun::build_head() {
 
 // Stage 3: the interpretable head, its prototypes starting from the codewords.
 absl::Status ExperimentRun::head() {
-  const auto start = Clock::now();
   PQ_RETURN_IF_ERROR(build_head());
   auto head = model_.head;
   const fs::path saved = run_dir_ / "model" / "head.pt";
-  if (auto record = finished("head")) {
-    PQ_RETURN_IF_ERROR(load_module(*head, saved));
+  PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("head", {{"head.pt", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
+    const TrainSettings settings = TrainSettings::from(spec_.stages.at("head"));
+    PQ_ASSIGN_OR_RETURN(TensorSource* train_set, train_features());
+    PQ_ASSIGN_OR_RETURN(TensorSource* validation, validation_features());
+    head->train();
+    std::vector<torch::Tensor> trainable;
+    for (auto& p : head->parameters()) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    TrainOptions options = train_options("head", {head});
+    options.validate = [&] { return head_accuracy(*validation); };
+    // Mixup/CutMix mix in the batch's dtype: 16-bit features then go in widened, as for any head.
+    TensorSource features = head->reads_16bit_features() && !mixing_enabled(settings) ? train_set->in_stored_dtype()
+                                                                                       : *train_set;
+    PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features,
+                                            [&](const Batch& batch) {
+                                              auto loss = cross_entropy(head->forward(batch.images).logits, batch,
+                                                                        settings.label_smoothing);
+                                              if (auto reg = head->regularization(); reg.defined()) loss = loss + reg;
+                                              return loss;
+                                            },
+                                            options));
     head->eval();
-    results_["stages"]["head"] = *record;
-    return absl::OkStatus();
-  }
-  if (mode_ == RunMode::kOpen) return not_recorded("head");
-  const TrainSettings settings = TrainSettings::from(spec_.stages.at("head"));
-  head->train();
-  std::vector<torch::Tensor> trainable;
-  for (auto& p : head->parameters()) {
-    if (p.requires_grad()) trainable.push_back(p);
-  }
-  TrainOptions options = train_options("head", {head});
-  options.validate = [&] { return head_accuracy(*validation_features_); };
-  // Mixup/CutMix mix in the batch's dtype: 16-bit features then go in widened, as for any head.
-  TensorSource features = head->reads_16bit_features() && !mixing_enabled(settings)
-                              ? train_features_->in_stored_dtype()
-                              : *train_features_;
-  PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features,
-                                          [&](const Batch& batch) {
-                                            auto loss = cross_entropy(head->forward(batch.images).logits, batch,
-                                                                      settings.label_smoothing);
-                                            if (auto reg = head->regularization(); reg.defined()) loss = loss + reg;
-                                            return loss;
-                                          },
-                                          options));
+    PQ_RETURN_IF_ERROR(save_module(*head, saved));
+    return training_record(summary);
+  }, [&] { return read_training_features(); }));
+  if (outcome.reused) PQ_RETURN_IF_ERROR(load_module(*head, saved));
   head->eval();
-  PQ_RETURN_IF_ERROR(save_module(*head, saved));
-  return finish("head", seconds_since(start),
-                training_record(summary));
+  return absl::OkStatus();
 }
 
+// Stage 5: every metric instance is a stage of its own; the logits are computed once, and only
+// when some metric is not filed yet.
 absl::Status ExperimentRun::evaluate() {
   const auto start = Clock::now();
   const int64_t batch = spec_.stages.at("head").get_int("eval_batch_size");
-  EvalContext eval;
-  eval.split = eval_split_;
-  eval.labels = eval_features_->labels();
-  eval.model = &model_;
-  eval.dataset = dataset_.get();
-  eval.device = context_.device;
-  eval.run_dir = run_dir_.string();
-  PQ_ASSIGN_OR_RETURN(eval.logits, map_batches(*eval_features_, batch, context_.device,
-                                               [&](const Batch& b) { return model_.head->forward(b.images).logits; },
-                                               "evaluate head"));
-  PQ_ASSIGN_OR_RETURN(eval.blackbox_logits,
-                      map_batches(*eval_features_, batch, context_.device,
-                                  [&](const Batch& b) { return model_.backbone->classify(b.images); },
-                                  "evaluate black box"));
-  for (const auto& metric_spec : spec_.metrics) {
-    PQ_ASSIGN_OR_RETURN(auto metric, registry_.metrics.build(metric_spec.type, metric_spec.params, context_));
-    PQ_ASSIGN_OR_RETURN(nlohmann::json out,
-                        guard(fmt::format("metric '{}'", metric_spec.type), [&] { return metric->evaluate(eval); }));
-    for (const auto& [key, value] : out["values"].items()) results_["metrics"][key] = value;
-    results_["metric_settings"][metric_spec.type] = out.value("settings", nlohmann::json::object());
+  std::optional<EvalContext> eval;
+  auto context = [&]() -> absl::StatusOr<EvalContext*> {
+    if (eval) return &*eval;
+    eval.emplace();
+    PQ_ASSIGN_OR_RETURN(TensorSource* features, eval_features());
+    eval->split = eval_split_;
+    eval->labels = features->labels();
+    eval->model = &model_;
+    eval->dataset = dataset_.get();
+    eval->device = context_.device;
+    eval->run_dir = run_dir_.string();
+    PQ_ASSIGN_OR_RETURN(eval->logits, map_batches(*features, batch, context_.device,
+                                                  [&](const Batch& b) { return model_.head->forward(b.images).logits; },
+                                                  "evaluate head"));
+    PQ_ASSIGN_OR_RETURN(eval->blackbox_logits,
+                        map_batches(*features, batch, context_.device,
+                                    [&](const Batch& b) { return model_.backbone->classify(b.images); },
+                                    "evaluate black box"));
+    return &*eval;
+  };
+  if (metric_instances_.empty()) metric_instances_ = metric_instance_names(spec_.metrics);
+  for (size_t i = 0; i < spec_.metrics.size(); ++i) {
+    const ComponentSpec& metric_spec = spec_.metrics[i];
+    const std::string& instance = metric_instances_[i];
+    PQ_ASSIGN_OR_RETURN(const Outcome outcome,
+                        run_stage("metric." + instance, {}, [&]() -> absl::StatusOr<nlohmann::json> {
+                          PQ_ASSIGN_OR_RETURN(EvalContext * ctx, context());
+                          PQ_ASSIGN_OR_RETURN(auto metric, registry_.metrics.build(metric_spec.type, metric_spec.params, context_));
+                          PQ_ASSIGN_OR_RETURN(nlohmann::json out, guard(fmt::format("metric '{}'", instance),
+                                                                        [&] { return metric->evaluate(*ctx); }));
+                          return nlohmann::json{{"type", metric_spec.type},
+                                                {"values", out["values"]},
+                                                {"settings", out.value("settings", nlohmann::json::object())}};
+                        }, [&] { return eval_features().status(); }));
+    results_["metrics"][instance] = outcome.record["values"];
+    results_["metric_settings"][instance] = outcome.record["settings"];
   }
   const ModelSize size = model_size(model_.head->class_weights());
-  results_["metrics"]["local_size"] = size.local_size;
-  results_["metrics"]["global_size"] = size.global_size;
-  results_["metrics"]["weight_sparsity"] = size.sparsity;
+  results_["metrics"]["model_size"] = {
+      {"local_size", size.local_size}, {"global_size", size.global_size}, {"weight_sparsity", size.sparsity}};
   PQ_RETURN_IF_ERROR(export_model(model_, spec_.resolved, run_dir_ / "model" / "protoquant.pt"));
   results_["stages"]["evaluate"] = {{"seconds", seconds_since(start)}};
   results_["manifest"] = spec_.resolved;

@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/atomic_file.h"
+#include "protoquant/digest.h"
 #include "protoquant/host_memory.h"
 #include "protoquant/status.h"
 
@@ -39,13 +40,6 @@ uint32_t crc32_of(const void* data, size_t bytes, uint32_t crc = 0) {
     bytes -= chunk;
   }
   return crc;
-}
-
-// FNV-1a, 64 bit: a stable file name for a key (std::hash is not stable across builds).
-uint64_t fnv1a(const std::string& text) {
-  uint64_t h = 14695981039346656037ULL;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
-  return h;
 }
 
 const char* dtype_name(torch::ScalarType t) {
@@ -86,7 +80,8 @@ uint32_t weights_checksum(const torch::nn::Module& module) {
 }
 
 fs::path FeatureCache::path_for(const std::string& key) const {
-  return dir_ / fmt::format("{:016x}.pqfc", fnv1a(key));
+  // The SHA-256 of the key names the file: stable across builds, and no two keys share a name.
+  return dir_ / fmt::format("{}.pqfc", sha256_hex(key));
 }
 
 absl::Status FeatureCache::store(const std::string& key, const torch::Tensor& features,

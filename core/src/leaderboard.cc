@@ -99,8 +99,9 @@ absl::StatusOr<std::string> resolve_metric(const std::string& name, const std::v
 }
 
 bool run_specific_parameter(const std::string& key, const RunParameter& value) {
-  static const std::set<std::string> kRunKeys = {"experiment.seed",    "experiment.name",          "experiment.output",
-                                                 "experiment.threads", "experiment.feature_cache", "plugins"};
+  static const std::set<std::string> kRunKeys = {"experiment.seed",    "experiment.name",           "experiment.output",
+                                                 "experiment.threads", "experiment.store",          "experiment.store_features",
+                                                 "plugins"};
   if (kRunKeys.count(key) > 0) return true;
   return value.value.is_string() && starts_with(value.text, "/");
 }

@@ -11,6 +11,7 @@
 
 #include "commands/results_commands.h"
 #include "protoquant/bench.h"
+#include "protoquant/build_info.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/edit.h"
 #include "protoquant/data_tools.h"
@@ -19,6 +20,8 @@
 #include "protoquant/process.h"
 #include "protoquant/registry.h"
 #include "protoquant/runner.h"
+#include "protoquant/sweep.h"
+#include "protoquant/sweep_runner.h"
 
 namespace pq = protoquant;
 
@@ -87,8 +90,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   // The line every benchmark script prints first: which build, on which CPU.
   app.set_version_flag("--version", std::function<std::string()>([] {
-    return fmt::format("protoquant {} (LibTorch {})\ncpu: {}", PROTOQUANT_VERSION, TORCH_VERSION,
-                       protoquant::cpu_info().describe());
+    return fmt::format("protoquant {} (commit {}, LibTorch {})\ncpu: {}", protoquant::toolkit_version(),
+                       protoquant::toolkit_commit(), TORCH_VERSION, protoquant::cpu_info().describe());
   }));
   std::vector<std::string> extra_plugins;
   app.add_option("--plugin", extra_plugins, "load this plugin library too (repeatable)");
@@ -109,8 +112,18 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--set", overrides, "override a manifest value: dotted.key=value");
   run_cmd->add_option("--out", out_dir, "run folder (default: <experiment.output>/<name>-<time>)");
   bool resume = false;
-  run_cmd->add_flag("--resume", resume, "continue the run in --out: finished stages load, an interrupted one "
-                                        "continues from its last epoch");
+  run_cmd->add_flag("--resume", resume, "run again in the earlier run folder --out: filed stages are reused, an "
+                                        "interrupted one continues from its last epoch");
+  pq::ManifestRunOptions run_options;
+  std::string store_dir, db_file;
+  run_cmd->add_option("--store", store_dir, "artifact store (default: experiment.store, else <base>/store)");
+  run_cmd->add_option("--db", db_file, "results store (default: <base>/results.db)");
+  run_cmd->add_option("--force", run_options.settings.force, "recompute this stage and every stage after it")
+      ->check(CLI::IsMember({"blackbox", "codebook", "prune", "head"}));
+  run_cmd->add_option("--jobs", run_options.jobs, "sweep members side by side (jobs x threads <= cores)")
+      ->check(CLI::PositiveNumber);
+  run_cmd->add_flag("--dry-run", run_options.dry_run, "print the plan (per member: reused, shared or computed stages) only");
+  run_cmd->add_option("--member", run_options.member, "run one sweep member only (used by --jobs)")->group("");
 
   pq::EditOptions edit;
   std::string edit_dir;
@@ -225,22 +238,31 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (*run_cmd) {
+    run_options.out_dir = out_dir;
+    run_options.resume = resume;
+    run_options.settings.store = store_dir;
+    run_options.db = db_file;
+    run_options.plugins = extra_plugins;
+    if (auto status = pq::run_manifest(manifest, overrides, registry, run_options); !status.ok()) return fail(status);
+    return 0;
+  }
+  if (*validate_cmd) {
+    auto members = pq::load_sweep(manifest, overrides, registry);
+    if (!members.ok()) return fail(members.status());
+    const auto& first = members->front().spec;
+    fmt::print("{}: ok ({} {}, {} {}, {} {}, {} {}{})\n", manifest, "dataset", first.dataset.type, "backbone",
+               first.backbone.type, "quantizer", first.quantizer.type, "head", first.head.type,
+               members->size() > 1 || !members->front().assignment.empty()
+                   ? fmt::format("; a sweep of {} members", members->size())
+                   : "");
+    return 0;
+  }
   auto spec = pq::load_experiment(manifest, overrides, registry);
   if (!spec.ok()) return fail(spec.status());
   if (*data_cmd) {
     if (auto status = pq::print_data_summary(*spec, registry); !status.ok()) return fail(status);
     return 0;
   }
-  if (*validate_cmd) {
-    fmt::print("{}: ok ({} {}, {} {}, {} {}, {} {})\n", manifest, "dataset", spec->dataset.type, "backbone",
-               spec->backbone.type, "quantizer", spec->quantizer.type, "head", spec->head.type);
-    return 0;
-  }
-  auto results = pq::run_experiment(*spec, registry, {out_dir, resume});
-  if (!results.ok()) return fail(results.status());
-  const auto& metrics = (*results)["metrics"];
-  fmt::print("accuracy {:.4f} (black box {:.4f}) in {:.1f} s; results: {}/results.json\n",
-             metrics.value("accuracy", 0.0), metrics.value("blackbox_accuracy", 0.0),
-             (*results)["total_seconds"].get<double>(), (*results)["run_dir"].get<std::string>());
   return 0;
 }

@@ -2,17 +2,36 @@
 
 #include <chrono>
 #include <ctime>
+#include <random>
 
 #include <fmt/format.h>
 
 #include "protoquant/atomic_file.h"
-#include "protoquant/experiment_run.h"
+#include "protoquant/build_info.h"
+#include "protoquant/digest.h"
 #include "protoquant/status.h"
 
 namespace protoquant {
 namespace fs = std::filesystem;
 
 namespace {
+
+std::string utc_now_iso8601() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return stamp;
+}
+
+// Unique across processes and machines: the folder's name plus 48 random bits.
+std::string new_run_id(const fs::path& run_dir) {
+  std::mt19937_64 generator{std::random_device{}()};
+  return fmt::format("{}-{:012x}", run_dir.filename().string(), generator() & 0xffffffffffffULL);
+}
+
+}  // namespace
 
 fs::path default_run_dir(const ExperimentSpec& spec) {
   const std::time_t now = std::time(nullptr);
@@ -21,22 +40,28 @@ fs::path default_run_dir(const ExperimentSpec& spec) {
   return fs::path(spec.experiment.get_string("output")) / fmt::format("{}-{}", spec.experiment.get_string("name"), stamp);
 }
 
-}  // namespace
-
 absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Registry& registry,
                                               const RunOptions& options) {
   if (options.resume && options.out_dir.empty()) {
     return absl::InvalidArgumentError("--resume needs the run folder: --out RUN_DIR");
   }
+  if (options.resume && !fs::exists(options.out_dir / "manifest.toml")) {
+    return absl::FailedPreconditionError(
+        fmt::format("{}: nothing to resume (no manifest.toml from an earlier run)", options.out_dir.string()));
+  }
   const fs::path run_dir = options.out_dir.empty() ? default_run_dir(spec) : options.out_dir;
   fmt::print(stderr, "run folder: {}\n", run_dir.string());
   const auto start = std::chrono::steady_clock::now();
-  ExperimentRun run(spec, registry, run_dir, options.resume ? RunMode::kResume : RunMode::kFresh);
+  ExperimentRun run(spec, registry, run_dir, RunMode::kRun, options.settings);
   PQ_RETURN_IF_ERROR(guard("running the experiment", [&] {
     PQ_RETURN_IF_ERROR(run.train_stages());
     return run.evaluate();
   }));
   nlohmann::json& results = run.results();
+  results["run_id"] = new_run_id(run_dir);
+  results["finished_at"] = utc_now_iso8601();
+  results["toolkit"] = {{"version", toolkit_version()}, {"commit", toolkit_commit()}};
+  results["manifest_hash"] = sha256_hex(spec.resolved.dump());
   results["total_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "results.json", results.dump(2) + "\n"));
   return results;

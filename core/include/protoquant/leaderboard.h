@@ -41,7 +41,7 @@ absl::StatusOr<std::string> resolve_metric(const std::string& name, const std::v
 
 // True for parameters that identify a run rather than its configuration: experiment.seed (what
 // a group averages over), experiment.name and experiment.output (labels and places),
-// experiment.threads and experiment.feature_cache (how fast, not what), plugins (where code was
+// experiment.threads, experiment.store and experiment.store_features (how fast and where, not what), plugins (where code was
 // loaded from), and any absolute path (where data sat on that machine). `--group-by` still groups
 // by them when named.
 bool run_specific_parameter(const std::string& key, const RunParameter& value);

@@ -1,12 +1,15 @@
-// Runs a validated experiment through its stages (see experiment_run.h for the stages and the
-// run folder) and writes results.json (atomically, last) into the run folder.
+// Runs a validated experiment through its stages (see experiment_run.h for the stages, the
+// artifact store and the run folder) and writes results.json (atomically, last) into the run
+// folder.
 #pragma once
 
 #include <filesystem>
+#include <string>
 
 #include <absl/status/statusor.h>
 #include <nlohmann/json.hpp>
 
+#include "protoquant/experiment_run.h"
 #include "protoquant/experiment_spec.h"
 #include "protoquant/registry.h"
 
@@ -14,11 +17,20 @@ namespace protoquant {
 
 struct RunOptions {
   std::filesystem::path out_dir;  // empty: <experiment.output>/<name>-<timestamp>
-  bool resume = false;            // continue the run in out_dir (finished stages are loaded)
+  // The folder of an earlier run, to run again: its filed stages are reused and an interrupted
+  // one continues from its checkpoint (what every run does; --resume only insists that the
+  // folder exists).
+  bool resume = false;
+  RunSettings settings;           // store and --force
 };
 
-// The results (also written to <run>/results.json).
+// The results (also written to <run>/results.json): the stages' records, the metrics by
+// instance, and the run's identity: run_id, finished_at, toolkit {version, commit},
+// manifest_hash (SHA-256 of the resolved manifest), artifacts {stage: key}.
 absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Registry& registry,
                                               const RunOptions& options);
+
+// The default run folder of a manifest: <experiment.output>/<name>-<YYYYmmdd-HHMMSS>.
+std::filesystem::path default_run_dir(const ExperimentSpec& spec);
 
 }  // namespace protoquant
