@@ -138,6 +138,24 @@ TEST(Leaderboard, GroupsSeedsIntoMeanSampleStdAndN) {
   EXPECT_EQ(board->rows[2].metrics[0].std, 0.0);
 }
 
+TEST(Leaderboard, ARerunWithTheSameStageKeysCountsOnce) {
+  testing::TempDir dir;
+  std::vector<json> runs = seed_sweep();
+  // c64-s1 recorded again (a rerun that reused every stage): same stage keys, a new run id.
+  json rerun = runs[4];
+  ASSERT_EQ(rerun["run_id"], "c64-s1");
+  rerun["run_id"] = "c64-s1-again";
+  runs.push_back(rerun);
+  const auto recorded = record(dir / "results.db", runs);
+  ASSERT_EQ(recorded.size(), 8u);
+  auto board = build_leaderboard(recorded, {});
+  ASSERT_TRUE(board.ok()) << board.status();
+  EXPECT_EQ(board->run_count, 7u);
+  EXPECT_EQ(board->rows[0].run_ids, (std::vector<std::string>{"c64-s0", "c64-s1-again", "c64-s2"}));
+  EXPECT_EQ(board->rows[0].metrics[0].n, 3);
+  EXPECT_NEAR(board->rows[0].metrics[0].std, 0.02, 1e-12);  // not shrunk by the duplicate
+}
+
 TEST(Leaderboard, VaryingParametersBecomeColumnsAndConstantOnesDoNot) {
   testing::TempDir dir;
   const auto runs = record(dir / "results.db", {

@@ -108,7 +108,7 @@ TEST(ResultsStore, RecordsTheRunWithParametersMetricsAndStagesFlattened) {
   ASSERT_EQ(run.stages.size(), 2u);
   EXPECT_DOUBLE_EQ(run.stages.at("blackbox").seconds.value_or(-1), 1.5);
   EXPECT_TRUE(run.stages.at("blackbox").reused);
-  EXPECT_EQ(run.stages.at("blackbox").key, "aa11");
+  EXPECT_EQ(run.stages.at("blackbox").key, "aa11-" + run.run_id);
   EXPECT_FALSE(run.stages.at("head").reused);
   EXPECT_DOUBLE_EQ(run.stages.at("head").seconds.value_or(-1), 3.25);
 

@@ -106,7 +106,27 @@ bool run_specific_parameter(const std::string& key, const RunParameter& value) {
   return value.value.is_string() && starts_with(value.text, "/");
 }
 
-absl::StatusOr<Leaderboard> build_leaderboard(const std::vector<RunRecord>& runs, const LeaderboardOptions& options) {
+// A run recorded again with the same stage keys (a rerun that reused every stage) is the same
+// experiment: it counts once, as its latest record, or a rerun would shrink every std to 0.
+std::vector<RunRecord> distinct_experiments(const std::vector<RunRecord>& recorded) {
+  std::map<std::string, size_t> latest;
+  for (size_t i = 0; i < recorded.size(); ++i) {
+    std::string identity;
+    for (const auto& [stage, record] : recorded[i].stages) {
+      if (!record.key.empty()) identity += stage + "=" + record.key + ";";
+    }
+    latest[identity.empty() ? "run:" + recorded[i].run_id : identity] = i;
+  }
+  std::vector<size_t> kept;
+  for (const auto& [identity, index] : latest) kept.push_back(index);
+  std::sort(kept.begin(), kept.end());
+  std::vector<RunRecord> runs;
+  for (size_t index : kept) runs.push_back(recorded[index]);
+  return runs;
+}
+
+absl::StatusOr<Leaderboard> build_leaderboard(const std::vector<RunRecord>& recorded, const LeaderboardOptions& options) {
+  const std::vector<RunRecord> runs = distinct_experiments(recorded);
   if (runs.empty()) return absl::NotFoundError("no recorded run matches");
   Leaderboard board;
   board.run_count = runs.size();

@@ -66,8 +66,9 @@ struct Leaderboard {
   size_t run_count = 0;
 };
 
-// Groups `runs` (already filtered) into a leaderboard. Errors: no runs, unknown or ambiguous
-// metric names, a --group-by key no run has.
+// Groups `runs` (already filtered) into a leaderboard. Runs with the same stage keys are one
+// experiment recorded twice (a rerun that reused every stage): only the latest counts.
+// Errors: no runs, unknown or ambiguous metric names, a --group-by key no run has.
 absl::StatusOr<Leaderboard> build_leaderboard(const std::vector<RunRecord>& runs, const LeaderboardOptions& options);
 
 enum class LeaderboardFormat { kMarkdown, kCsv, kJson, kHtml };
