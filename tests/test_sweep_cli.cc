@@ -104,6 +104,15 @@ TEST(SweepCli, MembersShareUpstreamStagesAndAFinishedSweepRerunsNothing) {
   EXPECT_TRUE(computed_counts(dir / "out", members).empty());
   EXPECT_EQ(rows_in(dir / "out" / "results.db"), 8u);
 
+  // --force head: every member's head is recomputed (once per key), nothing upstream.
+  const auto forced = testing::run_cli(run + " --force head");
+  ASSERT_EQ(forced.exit_code, 0) << forced.output;
+  const auto forced_counts = computed_counts(dir / "out", members);
+  EXPECT_EQ(forced_counts.count("blackbox"), 0u);
+  EXPECT_EQ(forced_counts.count("codebook"), 0u);
+  EXPECT_EQ(forced_counts.at("head"), 4);
+  EXPECT_EQ(forced_counts.at("metric.accuracy"), 4);
+
   // Another sweep that differs only in the head shares everything upstream (same store).
   write_sweep(dir / "other.toml", "[sweep.grid]\n\"head.temperature\" = [0.3]\n");
   const auto other = testing::run_cli("run " + (dir / "other.toml").string() + " --out " + (dir / "other").string() +

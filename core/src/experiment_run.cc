@@ -115,6 +115,10 @@ ExperimentRun::ExperimentRun(const ExperimentSpec& spec, Registry& registry, fs:
 
 bool ExperimentRun::forced(const std::string& stage) const {
   if (settings_.force.empty()) return false;
+  // Recomputed once per command: a later sweep member sharing this stage's key reuses it.
+  if (settings_.recomputed && keys_.count(stage) && settings_.recomputed->count(stage + "/" + keys_.at(stage).key)) {
+    return false;
+  }
   const auto at = [&](const std::string& name) {
     return std::find(stage_order_.begin(), stage_order_.end(), name) - stage_order_.begin();
   };
@@ -168,6 +172,7 @@ absl::StatusOr<ExperimentRun::Outcome> ExperimentRun::run_stage(
   record["seconds"] = seconds_since(compute_start);
   record["reused"] = false;
   PQ_RETURN_IF_ERROR(store_.publish(stage, key.key, key.inputs, record, files, /*replace=*/force));
+  if (force && settings_.recomputed) settings_.recomputed->insert(stage + "/" + key.key);
   fmt::print(stderr, "[{}] done in {:.1f} s (key {})\n", stage, record["seconds"].get<double>(), short_key(key.key));
   PQ_RETURN_IF_ERROR(write_file_atomic(record_file, record.dump(2) + "\n"));
   results_["stages"][stage] = record;
@@ -255,7 +260,10 @@ absl::Status ExperimentRun::compute_keys() {
   if (mode_ == RunMode::kOpen) return absl::OkStatus();
   const Params& exp = spec_.experiment;
   PQ_ASSIGN_OR_RETURN(const nlohmann::json core, core_identity());
-  const nlohmann::json common = {{"core", core}, {"seed", exp.get_int("seed")}, {"device", exp.get_string("device")}};
+  const nlohmann::json common = {{"core", core},
+                                 {"torch", TORCH_VERSION},
+                                 {"seed", exp.get_int("seed")},
+                                 {"device", exp.get_string("device")}};
   const nlohmann::json dataset = {{"component", component_identity(spec_.dataset)}, {"identity", dataset_->identity()}};
   const nlohmann::json splits = {{"train", train_split_}, {"validation", validation_split_}, {"eval", eval_split_}};
   auto add = [&](const std::string& stage, nlohmann::json inputs) {

@@ -155,6 +155,7 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
   RunSettings settings = options.settings;
   settings.store = layout.store;
   settings.datasets = std::make_shared<DatasetCache>();
+  settings.recomputed = std::make_shared<std::set<std::string>>();  // --force: once per stage and key
 
   if (options.member < 0 && (!single || options.dry_run)) {
     PQ_ASSIGN_OR_RETURN(const int to_compute, print_plan(members, layout, registry, settings));
@@ -165,10 +166,7 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
   std::vector<std::string> failures;
   if (options.jobs <= 1 || members.size() == 1) {
     for (size_t i = 0; i < members.size(); ++i) {
-      // A forced stage is recomputed once per command, not once per member that shares it.
-      RunSettings member_settings = settings;
-      if (i > 0) member_settings.force.clear();
-      const absl::Status status = run_member(members[i], layout.run_dirs[i], layout, registry, options, member_settings);
+      const absl::Status status = run_member(members[i], layout.run_dirs[i], layout, registry, options, settings);
       if (!status.ok()) {
         if (members.size() == 1) return status;
         failures.push_back(fmt::format("member {} ({}): {}", i, members[i].name, std::string(status.message())));

@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,8 @@ struct RunSettings {
   std::filesystem::path store;  // the artifact store; empty: experiment.store, else beside the run folder
   std::string force;            // recompute this stage and every stage after it (empty: none)
   std::shared_ptr<DatasetCache> datasets;  // optional
+  // "stage/key" of the stages --force recomputed in this command (shared by a sweep's members).
+  std::shared_ptr<std::set<std::string>> recomputed;
 };
 
 // One line of a run's plan: a stage, its key, and whether the store already holds it.

@@ -2,7 +2,7 @@
 // dataset, split and storage dtype are the same (sweeps, edits, resumed runs). Stages 1-4 read
 // features only, so a cache hit skips the backbone entirely.
 //
-// One file per entry, <dir>/<16 hex digits of the key's hash>.pqfc:
+// One file per entry, <dir>/<SHA-256 of the key, 64 hex digits>.pqfc:
 //   "PQFCACHE" | uint64 header length | JSON header {version, key, dtype, shape, layout,
 //   payload_bytes, crc32} | zero padding to 64 bytes | labels (N int64) | features (N x H x W x D)
 // On load an entry that fits in half the available memory is read into memory on huge pages
