@@ -1,5 +1,9 @@
 #include "results_commands.h"
 
+#include <memory>
+
+#include "commands/command.h"
+
 #include <algorithm>
 #include <filesystem>
 
@@ -109,6 +113,32 @@ absl::Status ResultsCommands::leaderboard() const {
     return absl::OkStatus();
   }
   return write_file_atomic(out_, text);
+}
+
+}  // namespace protoquant
+
+namespace protoquant {
+namespace {
+
+// `runs` and `leaderboard` as Commands; one ResultsCommands holds both commands' options.
+class ResultsCommand : public Command {
+ public:
+  ResultsCommand(CLI::App* subcommand, std::shared_ptr<ResultsCommands> all) : Command(subcommand), all_(std::move(all)) {}
+  bool needs_plugins() const override { return false; }
+  absl::Status run(Registry& /*registry*/) override { return all_->run(); }
+
+ private:
+  std::shared_ptr<ResultsCommands> all_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Command>> make_results_commands(CLI::App& app) {
+  auto all = std::make_shared<ResultsCommands>(app);
+  std::vector<std::unique_ptr<Command>> commands;
+  commands.push_back(std::make_unique<ResultsCommand>(all->runs_command(), all));
+  commands.push_back(std::make_unique<ResultsCommand>(all->leaderboard_command(), all));
+  return commands;
 }
 
 }  // namespace protoquant

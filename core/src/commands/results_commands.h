@@ -20,6 +20,8 @@ class ResultsCommands {
 
   // Whether the parsed command line chose one of them.
   bool selected() const;
+  CLI::App* runs_command() const { return runs_command_; }
+  CLI::App* leaderboard_command() const { return leaderboard_command_; }
   // Runs the chosen one; errors are one line each, naming the store's file.
   absl::Status run() const;
 

@@ -1,4 +1,4 @@
-#include "protoquant/data_tools.h"
+#include "commands/data_tools.h"
 #include "protoquant/cpu_info.h"
 
 #include <chrono>

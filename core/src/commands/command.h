@@ -1,0 +1,53 @@
+// One subcommand of the `protoquant` CLI: it adds its options to the app when it is made, and
+// main() runs the one the parsed command line chose. Each lives in a file of its own here
+// (commands/<name>_command.cc, CaBRNet's apps/ habit); make_commands() lists them.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <absl/status/status.h>
+
+#include "protoquant/registry.h"
+
+namespace protoquant {
+
+// What main() parses before the subcommand and the commands may need.
+struct GlobalOptions {
+  std::vector<std::string> plugins;  // --plugin LIB, repeatable
+};
+
+class Command {
+ public:
+  explicit Command(CLI::App* subcommand) : subcommand_(subcommand) {}
+  virtual ~Command() = default;
+  Command(const Command&) = delete;
+  Command& operator=(const Command&) = delete;
+
+  bool selected() const { return subcommand_->parsed(); }
+  // Commands that read no component (the results store) answer before any plugin is loaded.
+  virtual bool needs_plugins() const { return true; }
+  // Errors are one line each; main() prints them and exits with 1.
+  virtual absl::Status run(Registry& registry) = 0;
+
+ protected:
+  CLI::App* subcommand_;
+};
+
+// Every command, in the order `protoquant --help` lists them; their options bind to the objects,
+// which must outlive parsing.
+std::vector<std::unique_ptr<Command>> make_commands(CLI::App& app, const GlobalOptions& global);
+
+// The factories, one per file.
+std::unique_ptr<Command> make_plugins_command(CLI::App& app);
+std::unique_ptr<Command> make_describe_command(CLI::App& app);
+std::unique_ptr<Command> make_validate_command(CLI::App& app);
+std::unique_ptr<Command> make_run_command(CLI::App& app, const GlobalOptions& global);
+std::unique_ptr<Command> make_edit_command(CLI::App& app);
+std::unique_ptr<Command> make_data_command(CLI::App& app);
+std::vector<std::unique_ptr<Command>> make_results_commands(CLI::App& app);  // runs, leaderboard
+std::vector<std::unique_ptr<Command>> make_bench_commands(CLI::App& app);    // bench head|quantizer|loader
+
+}  // namespace protoquant
