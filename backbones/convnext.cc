@@ -1,5 +1,7 @@
 #include "convnext.h"
 
+#include "geometry.h"
+
 #include <array>
 
 namespace protoquant::backbones {
@@ -53,21 +55,28 @@ ConvNext::ConvNext(int64_t in_channels, int64_t num_classes, double drop_path)
   features->push_back(Stage(torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, kDims[0], 4).stride(4)),
                             LayerNorm2d(kDims[0])));
   const int64_t total_blocks = 18;
+  // The 4/4 patchify stem, a 7x7 depthwise conv per block (its 1x1s add nothing) and a 2/2
+  // downsampling conv between stages.
+  GeometryBuilder geometry;
+  geometry.layer(4, 4);
   int64_t block_id = 0;
   for (size_t stage = 0; stage < kDepths.size(); ++stage) {
     Stage blocks;
     for (int64_t b = 0; b < kDepths[stage]; ++b, ++block_id) {
       blocks->push_back(ConvNextBlock(kDims[stage], drop_path * static_cast<double>(block_id) / (total_blocks - 1)));
+      geometry.layer(7);
     }
     features->push_back(blocks);
     if (stage + 1 < kDepths.size()) {
       features->push_back(Stage(
           LayerNorm2d(kDims[stage]),
           torch::nn::Conv2d(torch::nn::Conv2dOptions(kDims[stage], kDims[stage + 1], 2).stride(2))));
+      geometry.layer(2, 2);
     }
   }
   features_ = register_module("features", features);
   channels_ = kDims.back();
+  geometry_ = geometry.geometry();
   classifier_ = register_module("classifier", torch::nn::Sequential(LayerNorm2d(channels_), torch::nn::Flatten(),
                                                                      torch::nn::Linear(channels_, num_classes)));
 

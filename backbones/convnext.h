@@ -55,9 +55,11 @@ class ConvNext : public TorchvisionBackbone {
   torch::Tensor features(const torch::Tensor& images) override;
   torch::Tensor classify(const torch::Tensor& features) override;
   int64_t channels() const override { return channels_; }
+  BackboneGeometry geometry() const override { return geometry_; }
 
  private:
   int64_t channels_ = 0;
+  BackboneGeometry geometry_;
   torch::nn::Sequential features_{nullptr}, classifier_{nullptr};
 };
 

@@ -1,5 +1,7 @@
 #include "resnet.h"
 
+#include "geometry.h"
+
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -55,6 +57,10 @@ ResNetConfig resnet_config(const std::string& arch) {
 ResNet::ResNet(const std::string& arch, int64_t in_channels, int64_t num_classes)
     : TorchvisionBackbone(arch, "fc", "fc") {
   const ResNetConfig config = resnet_config(arch);
+  // The stem (conv 7/2, max-pool 3/2), then each block's longest path: a BasicBlock's two 3x3
+  // convs (the first strides), a Bottleneck's 3x3 (it strides; the 1x1s add nothing).
+  GeometryBuilder geometry;
+  geometry.layer(7, 2).layer(3, 2);
   conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 64, 7).stride(2).padding(3).bias(false)));
   bn1_ = register_module("bn1", torch::nn::BatchNorm2d(64));
   int64_t channels = 64;
@@ -64,11 +70,14 @@ ResNet::ResNet(const std::string& arch, int64_t in_channels, int64_t num_classes
     for (int64_t b = 0; b < config.blocks[stage]; ++b) {
       const int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
       layer->push_back(ResidualBlock(channels, planes, stride, config.bottleneck));
+      geometry.layer(3, stride);
+      if (!config.bottleneck) geometry.layer(3);
       channels = config.bottleneck ? planes * kExpansion : planes;
     }
     layers_.push_back(register_module(fmt::format("layer{}", stage + 1), layer));
   }
   channels_ = channels;
+  geometry_ = geometry.geometry();
   fc_ = register_module("fc", torch::nn::Linear(channels_, num_classes));
 
   // torchvision's initialisation: He (fan_out) for convolutions, BN at identity.

@@ -40,9 +40,11 @@ class ResNet : public TorchvisionBackbone {
   torch::Tensor features(const torch::Tensor& images) override;
   torch::Tensor classify(const torch::Tensor& features) override;
   int64_t channels() const override { return channels_; }
+  BackboneGeometry geometry() const override { return geometry_; }
 
  private:
   int64_t channels_ = 0;
+  BackboneGeometry geometry_;
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<torch::nn::Sequential> layers_;

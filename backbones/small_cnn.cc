@@ -1,5 +1,7 @@
 #include "small_cnn.h"
 
+#include "geometry.h"
+
 namespace protoquant::backbones {
 
 namespace {
@@ -32,6 +34,11 @@ SmallCnn::SmallCnn(int64_t in_channels, int64_t width, int64_t num_classes) : ch
 
 torch::Tensor SmallCnn::features(const torch::Tensor& images) {
   return body_->forward(images.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+BackboneGeometry SmallCnn::geometry() const {
+  // conv3, conv3, pool2, conv3, conv3, pool2, conv3, conv3: stride 4, receptive field 32.
+  return GeometryBuilder().layer(3).layer(3).layer(2, 2).layer(3).layer(3).layer(2, 2).layer(3).layer(3).geometry();
 }
 
 torch::Tensor SmallCnn::classify(const torch::Tensor& features) {

@@ -16,6 +16,7 @@ class SmallCnn : public Backbone {
   torch::Tensor features(const torch::Tensor& images) override;
   torch::Tensor classify(const torch::Tensor& features) override;
   int64_t channels() const override { return channels_; }
+  BackboneGeometry geometry() const override;
 
  private:
   int64_t channels_;

@@ -154,6 +154,9 @@ ParamSchema torchscript_schema() {
                         "a TorchScript head g (B x D x H x W -> B x classes), frozen; empty = a trainable "
                         "avgpool + linear head")
           .path(),
+      ParamSpec::Int("stride", 0, "input pixels between feature cells; 0 = the image size over the feature map's").min(0),
+      ParamSpec::Int("receptive_field", 0, "input pixels one feature cell sees; 0 = unknown").min(0),
+      ParamSpec::Int("patch_size", 0, "a ViT's patch side in pixels; 0 = the stride for tokens, none for a grid").min(0),
   };
 }
 
@@ -182,6 +185,7 @@ absl::StatusOr<std::shared_ptr<Backbone>> build_torchscript_backbone(const Param
 
   // One dummy batch checks the layout now (a clear error at build time, not mid-run) and gives D.
   module.eval();
+  bool probe_was_tokens = false;
   PQ_ASSIGN_OR_RETURN(const torch::Tensor probe,
                       guard(fmt::format("{}: dummy batch 1 x {} x {} x {}", path, context.image_channels,
                                         context.image_height, context.image_width),
@@ -189,7 +193,9 @@ absl::StatusOr<std::shared_ptr<Backbone>> build_torchscript_backbone(const Param
                               torch::NoGradGuard no_grad;
                               const auto images = torch::zeros(
                                   {1, context.image_channels, context.image_height, context.image_width});
-                              return feature_map(module.forward({images}), layout);
+                              const c10::IValue output = module.forward({images});
+                              probe_was_tokens = select_output(output, layout.output).dim() == 3;
+                              return feature_map(output, layout);
                             }));
   const int64_t channels = probe.size(1);
   if (params.get_int("channels") > 0 && params.get_int("channels") != channels) {
@@ -213,8 +219,18 @@ absl::StatusOr<std::shared_ptr<Backbone>> build_torchscript_backbone(const Param
   fmt::print(stderr, "[torchscript] {}: feature map D = {}, {} x {} for a {} x {} image; head: {}\n", path, channels,
              probe.size(2), probe.size(3), context.image_height, context.image_width,
              head ? head_path : std::string("trainable avgpool + linear"));
-  return std::make_shared<TorchScriptBackbone>(std::move(module), std::move(layout), channels, std::move(head),
-                                               context.num_classes);
+  // A scripted module cannot say its geometry: the manifest may, else the stride follows from
+  // the dummy batch (rounded: a padded conv stem gives ceil-divided grids).
+  BackboneGeometry geometry{params.get_int("stride"), params.get_int("receptive_field"), params.get_int("patch_size")};
+  if (geometry.stride == 0) {
+    geometry.stride = static_cast<int64_t>(std::lround(static_cast<double>(context.image_height) / probe.size(2)));
+  }
+  const bool tokens = layout.tokens == "tokens" || (layout.tokens == "auto" && probe_was_tokens);
+  if (geometry.patch_size == 0 && tokens) geometry.patch_size = geometry.stride;
+  auto backbone = std::make_shared<TorchScriptBackbone>(std::move(module), std::move(layout), channels, std::move(head),
+                                                        context.num_classes);
+  backbone->set_geometry(geometry);
+  return backbone;
 }
 
 }  // namespace protoquant::backbones

@@ -39,6 +39,8 @@ class TorchScriptBackbone : public Backbone {
   torch::Tensor features(const torch::Tensor& images) override;
   torch::Tensor classify(const torch::Tensor& features) override;
   int64_t channels() const override { return channels_; }
+  BackboneGeometry geometry() const override { return geometry_; }
+  void set_geometry(const BackboneGeometry& geometry) { geometry_ = geometry; }
 
   // The scripted modules always stay in eval mode: they are frozen.
   void train(bool on = true) override;
@@ -52,6 +54,7 @@ class TorchScriptBackbone : public Backbone {
   torch::jit::Module module_;
   FeatureLayout layout_;
   int64_t channels_;
+  BackboneGeometry geometry_;
   std::optional<torch::jit::Module> head_;
   torch::nn::Linear fc_{nullptr};
 };

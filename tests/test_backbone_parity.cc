@@ -139,6 +139,29 @@ TEST(BackboneWeights, Resnet34HasTorchvisionsParameterCountAndFeatureShape) {
   EXPECT_TRUE(torch::isfinite(features).all().item<bool>());
 }
 
+// Geometry: the declared stride is what a forward pass shows (input size over feature-map size);
+// the receptive fields are the layer-by-layer counts: small_cnn's six 3x3 convs and two 2x2 pools
+// 1+2+2+1+4+4+1+8+8 = 32 (hand count); ResNet-18's 435 is the published value (Araujo et al.,
+// Distill 2019); ResNet-50 (v1.5, the stride in the 3x3) 427; ConvNeXt-T 1688.
+TEST(BackboneGeometry, StridesMatchTheFeatureMapAndReceptiveFieldsTheLayerCounts) {
+  const std::map<std::string, std::pair<int64_t, int64_t>> expected = {
+      {"small_cnn", {4, 32}}, {"resnet18", {32, 435}}, {"resnet34", {32, 899}}, {"resnet50", {32, 427}},
+      {"convnext_tiny", {32, 1688}}};
+  for (const auto& [arch, geometry] : expected) {
+    const auto* entry = builtin_registry().backbones.find(arch);
+    ASSERT_NE(entry, nullptr) << arch;
+    auto backbone = builtin_registry().backbones.build(arch, Params::defaults(entry->schema), image_context(kClasses));
+    ASSERT_TRUE(backbone.ok()) << arch << ": " << backbone.status();
+    (*backbone)->eval();
+    torch::NoGradGuard no_grad;
+    const auto features = (*backbone)->features(torch::randn({1, 3, 64, 64}));
+    EXPECT_EQ((*backbone)->geometry().stride, 64 / features.size(2)) << arch;
+    EXPECT_EQ((*backbone)->geometry().stride, geometry.first) << arch;
+    EXPECT_EQ((*backbone)->geometry().receptive_field, geometry.second) << arch;
+    EXPECT_EQ((*backbone)->geometry().patch_size, 0) << arch;
+  }
+}
+
 TEST(BackboneWeights, TrainableHeadFreezesTheBodyAndKeepsItInEvalMode) {
   const auto* entry = builtin_registry().backbones.find("convnext_tiny");
   ASSERT_NE(entry, nullptr);
