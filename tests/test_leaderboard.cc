@@ -156,6 +156,30 @@ TEST(Leaderboard, ARerunWithTheSameStageKeysCountsOnce) {
   EXPECT_NEAR(board->rows[0].metrics[0].std, 0.02, 1e-12);  // not shrunk by the duplicate
 }
 
+TEST(Leaderboard, TheSameConfigurationAndSeedUnderOtherStageKeysCountsOnceAsItsLatest) {
+  testing::TempDir dir;
+  std::vector<json> runs = seed_sweep();
+  // c64-s1 again from a rebuilt toolkit: every stage key differs, the configuration and seed do not.
+  json rebuilt = runs[4];
+  ASSERT_EQ(rebuilt["run_id"], "c64-s1");
+  rebuilt["run_id"] = "c64-s1-rebuilt";
+  for (auto& [stage, key] : rebuilt["artifacts"].items()) key = "0" + key.get<std::string>().substr(1);
+  for (auto& [stage, record] : rebuilt["stages"].items()) {
+    if (record.contains("key")) record["key"] = "0" + record["key"].get<std::string>().substr(1);
+  }
+  rebuilt["metrics"]["accuracy"]["accuracy"] = 0.5;
+  runs.push_back(rebuilt);
+  const auto recorded = record(dir / "results.db", runs);
+  ASSERT_EQ(recorded.size(), 8u);
+  auto board = build_leaderboard(recorded, {});
+  ASSERT_TRUE(board.ok()) << board.status();
+  EXPECT_EQ(board->run_count, 7u);
+  EXPECT_EQ(board->rows[0].run_ids, (std::vector<std::string>{"c64-s0", "c64-s1-rebuilt", "c64-s2"}));
+  EXPECT_EQ(board->rows[0].metrics[0].n, 3);
+  const auto [mean, std] = mean_and_sample_std({0.80, 0.5, 0.84});
+  EXPECT_NEAR(board->rows[0].metrics[0].mean, mean, 1e-12);
+}
+
 TEST(Leaderboard, VaryingParametersBecomeColumnsAndConstantOnesDoNot) {
   testing::TempDir dir;
   const auto runs = record(dir / "results.db", {

@@ -108,6 +108,7 @@ bool run_specific_parameter(const std::string& key, const RunParameter& value) {
 
 // A run recorded again with the same stage keys (a rerun that reused every stage) is the same
 // experiment: it counts once, as its latest record, or a rerun would shrink every std to 0.
+// So does a run of the same configuration and seed whose keys differ.
 std::vector<RunRecord> distinct_experiments(const std::vector<RunRecord>& recorded) {
   std::map<std::string, size_t> latest;
   for (size_t i = 0; i < recorded.size(); ++i) {
@@ -117,8 +118,19 @@ std::vector<RunRecord> distinct_experiments(const std::vector<RunRecord>& record
     }
     latest[identity.empty() ? "run:" + recorded[i].run_id : identity] = i;
   }
+  // The same configuration and seed recorded again with other stage keys (a rebuilt toolkit, a
+  // changed plugin) is one experiment measured twice, not two seeds: its latest record counts.
+  std::map<std::string, size_t> latest_of_configuration;
+  for (const auto& [identity, index] : latest) {
+    std::string configuration;
+    for (const auto& [key, value] : recorded[index].params) {
+      if (key == "experiment.seed" || !run_specific_parameter(key, value)) configuration += key + "=" + value.text + ";";
+    }
+    auto [slot, added] = latest_of_configuration.emplace(configuration, index);
+    if (!added) slot->second = std::max(slot->second, index);
+  }
   std::vector<size_t> kept;
-  for (const auto& [identity, index] : latest) kept.push_back(index);
+  for (const auto& [configuration, index] : latest_of_configuration) kept.push_back(index);
   std::sort(kept.begin(), kept.end());
   std::vector<RunRecord> runs;
   for (size_t index : kept) runs.push_back(recorded[index]);
