@@ -7,16 +7,45 @@
 
 namespace protoquant::metrics {
 
-absl::StatusOr<nlohmann::json> Accuracy::evaluate(const EvalContext& context) {
-  nlohmann::json values;
-  values["accuracy"] = top_k_accuracy(context.logits, context.labels, 1);
-  values[fmt::format("top{}_accuracy", top_k_)] = top_k_accuracy(context.logits, context.labels, top_k_);
-  if (context.blackbox_logits.defined()) {
-    values["blackbox_accuracy"] = top_k_accuracy(context.blackbox_logits, context.labels, 1);
-    values[fmt::format("blackbox_top{}_accuracy", top_k_)] =
-        top_k_accuracy(context.blackbox_logits, context.labels, top_k_);
+absl::Status Accuracy::update(const EvalBatch& batch) {
+  const auto n = static_cast<double>(batch.labels.size(0));
+  split_ = batch.split;
+  samples_ += batch.labels.size(0);
+  top1_ += top_k_accuracy(batch.logits, batch.labels, 1) * n;
+  topk_ += top_k_accuracy(batch.logits, batch.labels, top_k_) * n;
+  if (batch.blackbox_logits.defined()) {
+    blackbox_ = true;
+    blackbox_top1_ += top_k_accuracy(batch.blackbox_logits, batch.labels, 1) * n;
+    blackbox_topk_ += top_k_accuracy(batch.blackbox_logits, batch.labels, top_k_) * n;
   }
-  return nlohmann::json{{"values", values}, {"settings", {{"split", context.split}, {"top_k", top_k_}, {"ties", "fractional"}}}};
+  return absl::OkStatus();
+}
+
+absl::Status Accuracy::merge(const Metric& other) {
+  const auto* o = dynamic_cast<const Accuracy*>(&other);
+  if (o == nullptr || o->top_k_ != top_k_) return absl::InvalidArgumentError("accuracy: merging another metric");
+  samples_ += o->samples_;
+  top1_ += o->top1_;
+  topk_ += o->topk_;
+  blackbox_top1_ += o->blackbox_top1_;
+  blackbox_topk_ += o->blackbox_topk_;
+  blackbox_ = blackbox_ || o->blackbox_;
+  if (split_.empty()) split_ = o->split_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<nlohmann::json> Accuracy::compute() {
+  if (samples_ == 0) return absl::FailedPreconditionError("accuracy: no samples were evaluated");
+  const auto n = static_cast<double>(samples_);
+  nlohmann::json values;
+  values["accuracy"] = top1_ / n;
+  values[fmt::format("top{}_accuracy", top_k_)] = topk_ / n;
+  if (blackbox_) {
+    values["blackbox_accuracy"] = blackbox_top1_ / n;
+    values[fmt::format("blackbox_top{}_accuracy", top_k_)] = blackbox_topk_ / n;
+  }
+  return nlohmann::json{{"values", values},
+                        {"settings", {{"split", split_}, {"top_k", top_k_}, {"ties", "fractional"}, {"samples", samples_}}}};
 }
 
 }  // namespace protoquant::metrics

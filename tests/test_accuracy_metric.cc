@@ -17,13 +17,14 @@ TEST(AccuracyMetric, TopOneAndTopKAgainstCounting) {
   params.set("top_k", int64_t{2});
   auto metric = registry.metrics.build("accuracy", params, {});
   ASSERT_TRUE(metric.ok());
-  EvalContext context;
-  context.split = "test";
-  context.labels = torch::tensor({0, 1, 2, 2}, torch::kInt64);
+  EvalBatch batch;
+  batch.split = "test";
+  batch.labels = torch::tensor({0, 1, 2, 2}, torch::kInt64);
   // Row 0: label first (top-1 hit); row 1: label second; row 2: label third; row 3: label first.
-  context.logits = torch::tensor({{3.f, 2.f, 1.f}, {3.f, 2.f, 1.f}, {3.f, 2.f, 1.f}, {0.f, 1.f, 5.f}});
-  context.blackbox_logits = torch::tensor({{1.f, 0.f, 0.f}, {0.f, 1.f, 0.f}, {0.f, 0.f, 1.f}, {1.f, 0.f, 0.f}});
-  auto out = (*metric)->evaluate(context);
+  batch.logits = torch::tensor({{3.f, 2.f, 1.f}, {3.f, 2.f, 1.f}, {3.f, 2.f, 1.f}, {0.f, 1.f, 5.f}});
+  batch.blackbox_logits = torch::tensor({{1.f, 0.f, 0.f}, {0.f, 1.f, 0.f}, {0.f, 0.f, 1.f}, {1.f, 0.f, 0.f}});
+  ASSERT_TRUE((*metric)->update(batch).ok());
+  auto out = (*metric)->compute();
   ASSERT_TRUE(out.ok());
   EXPECT_DOUBLE_EQ((*out)["values"]["accuracy"].get<double>(), 2.0 / 4);
   EXPECT_DOUBLE_EQ((*out)["values"]["top2_accuracy"].get<double>(), 3.0 / 4);
@@ -82,14 +83,47 @@ TEST(AccuracyMetric, ZeroedHeadScoresChanceThroughThePlugin) {
   Registry& registry = testing::builtin_registry();
   auto metric = registry.metrics.build("accuracy", Params::defaults(registry.metrics.find("accuracy")->schema), {});
   ASSERT_TRUE(metric.ok());
-  EvalContext context;
-  context.split = "test";
-  context.labels = torch::arange(10, torch::kInt64);
-  context.logits = torch::zeros({10, 10});
-  auto out = (*metric)->evaluate(context);
+  EvalBatch batch;
+  batch.split = "test";
+  batch.labels = torch::arange(10, torch::kInt64);
+  batch.logits = torch::zeros({10, 10});
+  ASSERT_TRUE((*metric)->update(batch).ok());
+  auto out = (*metric)->compute();
   ASSERT_TRUE(out.ok());
   EXPECT_NEAR((*out)["values"]["accuracy"].get<double>(), 0.1, 1e-12);
   EXPECT_EQ((*out)["settings"]["ties"], "fractional");
+}
+
+// Streaming: batch by batch, and two shards merged, give the numbers of the whole split at once.
+TEST(AccuracyMetric, BatchesAndMergedShardsEqualTheWholeSplit) {
+  Registry& registry = testing::builtin_registry();
+  const Params params = Params::defaults(registry.metrics.find("accuracy")->schema);
+  torch::manual_seed(3);
+  EvalBatch all;
+  all.split = "test";
+  all.labels = torch::randint(0, 6, {50}, torch::kInt64);
+  all.logits = torch::randint(0, 3, {50, 6}).to(torch::kFloat32);  // many ties
+  all.blackbox_logits = torch::randn({50, 6});
+  auto slice = [&](int64_t a, int64_t b) {
+    EvalBatch part = all;
+    part.labels = all.labels.slice(0, a, b);
+    part.logits = all.logits.slice(0, a, b);
+    part.blackbox_logits = all.blackbox_logits.slice(0, a, b);
+    return part;
+  };
+  auto whole = *registry.metrics.build("accuracy", params, {});
+  auto first = *registry.metrics.build("accuracy", params, {});
+  auto second = *registry.metrics.build("accuracy", params, {});
+  ASSERT_TRUE(whole->update(all).ok());
+  ASSERT_TRUE(first->update(slice(0, 17)).ok());
+  ASSERT_TRUE(second->update(slice(17, 31)).ok());
+  ASSERT_TRUE(second->update(slice(31, 50)).ok());
+  ASSERT_TRUE(first->merge(*second).ok());
+  const auto a = *whole->compute(), b = *first->compute();
+  EXPECT_NEAR(a["values"]["accuracy"].get<double>(), top_k_accuracy(all.logits, all.labels, 1), 1e-12);
+  for (const auto& name : {"accuracy", "top5_accuracy", "blackbox_accuracy", "blackbox_top5_accuracy"}) {
+    EXPECT_NEAR(a["values"][name].get<double>(), b["values"][name].get<double>(), 1e-12) << name;
+  }
 }
 
 }  // namespace

@@ -24,6 +24,12 @@ void CodebookUsage::record(const torch::Tensor& indices) {
   counts_ += counts.reshape({codebooks_, codes_});
 }
 
+void CodebookUsage::merge(const CodebookUsage& other) {
+  TORCH_CHECK(other.codebooks_ == codebooks_ && other.codes_ == codes_, "CodebookUsage::merge: ", other.codebooks_,
+              " x ", other.codes_, " codes into ", codebooks_, " x ", codes_);
+  if (other.counts_.defined()) counts_ = counts_.defined() ? counts_ + other.counts_ : other.counts_.clone();
+}
+
 UsageStats CodebookUsage::stats() const {
   UsageStats s;
   s.codebooks = codebooks_;

@@ -16,6 +16,7 @@
 #include "protoquant/digest.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/manifest.h"
+#include "protoquant/evaluation_pass.h"
 #include "protoquant/metric.h"
 #include "protoquant/model_export.h"
 #include "protoquant/model_size.h"
@@ -681,44 +682,66 @@ absl::Status ExperimentRun::head() {
   return absl::OkStatus();
 }
 
-// Stage 5: every metric instance is a stage of its own; the logits are computed once, and only
-// when some metric is not filed yet.
+// Stage 5: every metric instance is a stage of its own. The instances not filed yet share one
+// evaluation pass (evaluation_pass.h); a filed one costs nothing.
+absl::StatusOr<std::map<std::string, nlohmann::json>> ExperimentRun::compute_metrics(const std::vector<size_t>& which) {
+  std::vector<std::shared_ptr<Metric>> metrics;
+  std::vector<Metric*> pointers;
+  for (size_t i : which) {
+    const ComponentSpec& metric_spec = spec_.metrics[i];
+    PQ_ASSIGN_OR_RETURN(auto metric, registry_.metrics.build(metric_spec.type, metric_spec.params, context_));
+    metrics.push_back(metric);
+    pointers.push_back(metric.get());
+  }
+  PQ_ASSIGN_OR_RETURN(TensorSource* features, eval_features());
+  model_.head->eval();
+  model_.backbone->eval();
+  const EvalContext context =
+      make_eval_context(model_, dataset_->info(), eval_split_, train_split_, *features, dataset_->size(eval_split_),
+                        dataset_->size(train_split_), context_.device);
+  EvaluationSources sources;
+  sources.dataset = dataset_.get();
+  sources.eval_features = features;
+  sources.train_features = [this] { return train_features(); };
+  sources.batch_size = spec_.stages.at("head").get_int("eval_batch_size");
+  const auto pass_start = Clock::now();
+  PQ_RETURN_IF_ERROR(run_evaluation_pass(context, sources, pointers));
+  nlohmann::json pass = {{"seconds", seconds_since(pass_start)}, {"metrics", nlohmann::json::array()}};
+  for (size_t i : which) pass["metrics"].push_back(metric_instances_[i]);
+  fmt::print(stderr, "[evaluate] {} metric(s) in one pass: {:.1f} s\n", which.size(), pass["seconds"].get<double>());
+  std::map<std::string, nlohmann::json> out;
+  for (size_t j = 0; j < which.size(); ++j) {
+    const std::string& instance = metric_instances_[which[j]];
+    PQ_ASSIGN_OR_RETURN(nlohmann::json values, guard(fmt::format("metric '{}'", instance), [&] { return metrics[j]->compute(); }));
+    out[instance] = nlohmann::json{{"type", spec_.metrics[which[j]].type},
+                                   {"values", values["values"]},
+                                   {"settings", values.value("settings", nlohmann::json::object())},
+                                   {"pass", pass}};
+  }
+  return out;
+}
+
 absl::Status ExperimentRun::evaluate() {
   const auto start = Clock::now();
-  const int64_t batch = spec_.stages.at("head").get_int("eval_batch_size");
-  std::optional<EvalContext> eval;
-  auto context = [&]() -> absl::StatusOr<EvalContext*> {
-    if (eval) return &*eval;
-    eval.emplace();
-    PQ_ASSIGN_OR_RETURN(TensorSource* features, eval_features());
-    eval->split = eval_split_;
-    eval->labels = features->labels();
-    eval->model = &model_;
-    eval->dataset = dataset_.get();
-    eval->device = context_.device;
-    eval->run_dir = run_dir_.string();
-    PQ_ASSIGN_OR_RETURN(eval->logits, map_batches(*features, batch, context_.device,
-                                                  [&](const Batch& b) { return model_.head->forward(b.images).logits; },
-                                                  "evaluate head"));
-    PQ_ASSIGN_OR_RETURN(eval->blackbox_logits,
-                        map_batches(*features, batch, context_.device,
-                                    [&](const Batch& b) { return model_.backbone->classify(b.images); },
-                                    "evaluate black box"));
-    return &*eval;
-  };
   if (metric_instances_.empty()) metric_instances_ = metric_instance_names(spec_.metrics);
+  std::vector<size_t> pending;
   for (size_t i = 0; i < spec_.metrics.size(); ++i) {
-    const ComponentSpec& metric_spec = spec_.metrics[i];
+    const std::string stage = "metric." + metric_instances_[i];
+    if (mode_ == RunMode::kRun && (forced(stage) || !store_.contains(stage, keys_.at(stage).key))) pending.push_back(i);
+  }
+  std::map<std::string, nlohmann::json> computed;
+  if (!pending.empty()) {
+    PQ_RETURN_IF_ERROR(eval_features().status());
+    PQ_ASSIGN_OR_RETURN(computed, compute_metrics(pending));
+  }
+  for (size_t i = 0; i < spec_.metrics.size(); ++i) {
     const std::string& instance = metric_instances_[i];
     PQ_ASSIGN_OR_RETURN(const Outcome outcome,
                         run_stage("metric." + instance, {}, [&]() -> absl::StatusOr<nlohmann::json> {
-                          PQ_ASSIGN_OR_RETURN(EvalContext * ctx, context());
-                          PQ_ASSIGN_OR_RETURN(auto metric, registry_.metrics.build(metric_spec.type, metric_spec.params, context_));
-                          PQ_ASSIGN_OR_RETURN(nlohmann::json out, guard(fmt::format("metric '{}'", instance),
-                                                                        [&] { return metric->evaluate(*ctx); }));
-                          return nlohmann::json{{"type", metric_spec.type},
-                                                {"values", out["values"]},
-                                                {"settings", out.value("settings", nlohmann::json::object())}};
+                          if (auto it = computed.find(instance); it != computed.end()) return it->second;
+                          // Filed when the pass was planned, gone since: this metric alone.
+                          PQ_ASSIGN_OR_RETURN(auto alone, compute_metrics({i}));
+                          return alone.at(instance);
                         }, [&] { return eval_features().status(); }));
     results_["metrics"][instance] = outcome.record["values"];
     results_["metric_settings"][instance] = outcome.record["settings"];

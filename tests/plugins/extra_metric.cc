@@ -6,13 +6,26 @@ namespace {
 class ClassShare : public protoquant::Metric {
  public:
   explicit ClassShare(int64_t label) : label_(label) {}
-  absl::StatusOr<nlohmann::json> evaluate(const protoquant::EvalContext& context) override {
-    const double share = context.labels.eq(label_).to(torch::kFloat64).mean().item<double>();
+  protoquant::MetricNeeds needs() const override { return {}; }
+  absl::Status update(const protoquant::EvalBatch& batch) override {
+    matching_ += batch.labels.eq(label_).sum().item<int64_t>();
+    samples_ += batch.labels.size(0);
+    return absl::OkStatus();
+  }
+  absl::Status merge(const protoquant::Metric& other) override {
+    const auto& o = dynamic_cast<const ClassShare&>(other);
+    matching_ += o.matching_;
+    samples_ += o.samples_;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<nlohmann::json> compute() override {
+    const double share = samples_ ? static_cast<double>(matching_) / static_cast<double>(samples_) : 0.0;
     return nlohmann::json{{"values", {{"class_share", share}}}, {"settings", {{"label", label_}}}};
   }
 
  private:
   int64_t label_;
+  int64_t matching_ = 0, samples_ = 0;
 };
 
 absl::Status register_extra(protoquant::Registry& registry) {

@@ -32,6 +32,8 @@ class CodebookUsage {
   // indices: any shape whose last dimension is the codebook (or no such dimension when there is
   // one codebook); values in [0, codes_per_codebook).
   void record(const torch::Tensor& indices);
+  // Adds the counts of `other` (same codebooks and codes), e.g. another shard of the same pass.
+  void merge(const CodebookUsage& other);
   UsageStats stats() const;
 
  private:

@@ -119,6 +119,8 @@ class ExperimentRun {
   absl::Status read_training_features();  // train, validation and eval features, before a stage's clock
   absl::StatusOr<TensorSource*> validation_features();
   absl::StatusOr<std::unique_ptr<TensorSource>> extract(const std::string& split);
+  // The values of the metrics spec_.metrics[i] for i in `which`, by instance, from one pass.
+  absl::StatusOr<std::map<std::string, nlohmann::json>> compute_metrics(const std::vector<size_t>& which);
 
   TrainOptions train_options(const std::string& stage, std::vector<std::shared_ptr<torch::nn::Module>> modules);
   absl::StatusOr<nlohmann::json> measure_usage();

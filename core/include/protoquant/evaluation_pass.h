@@ -1,0 +1,43 @@
+// One evaluation pass feeds every metric (metric.h): it walks the evaluated split (and the
+// training split when a metric asks for it) in batches, computes once what the metrics declared
+// (head outputs on the stored features, part keypoints and images from the dataset, code
+// assignments) and hands each batch to every metric that reads that split.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include <absl/status/status.h>
+
+#include "protoquant/dataset.h"
+#include "protoquant/metric.h"
+#include "protoquant/trainer.h"
+
+namespace protoquant {
+
+struct EvaluationSources {
+  Dataset* dataset = nullptr;
+  TensorSource* eval_features = nullptr;  // the evaluated split's stored feature maps
+  // The training split's feature maps, asked for only when some metric reads that split.
+  std::function<absl::StatusOr<TensorSource*>()> train_features;
+  int64_t batch_size = 256;
+};
+
+// The union of what `metrics` declare.
+MetricNeeds combined_needs(const std::vector<Metric*>& metrics);
+
+// Calls begin() on every metric, then update() with every batch of the splits each reads. The
+// model must be in eval mode.
+absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSources& sources,
+                                 const std::vector<Metric*>& metrics);
+
+// The context of a model over a dataset: class weights, geometry, sizes (from one feature map of
+// `features`), and forward_images.
+EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
+                              const std::string& train_split, const TensorSource& features, int64_t split_size,
+                              int64_t train_size, torch::Device device);
+
+// A metric that needs part keypoints on a dataset without them: one clear line.
+absl::Status require_parts(const EvalContext& context, const std::string& metric);
+
+}  // namespace protoquant

@@ -1,0 +1,144 @@
+#include "protoquant/evaluation_pass.h"
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "protoquant/progress.h"
+#include "protoquant/status.h"
+
+namespace protoquant {
+
+MetricNeeds combined_needs(const std::vector<Metric*>& metrics) {
+  MetricNeeds all;
+  all.eval_split = false;
+  for (const Metric* metric : metrics) {
+    const MetricNeeds n = metric->needs();
+    all.similarity |= n.similarity;
+    all.parts |= n.parts;
+    all.images |= n.images;
+    all.eval_split |= n.eval_split;
+    all.train_split |= n.train_split;
+    all.quantizer |= n.quantizer;
+  }
+  return all;
+}
+
+absl::Status require_parts(const EvalContext& context, const std::string& metric) {
+  if (context.dataset == nullptr || !context.dataset->has_parts) {
+    return absl::FailedPreconditionError(fmt::format("metric '{}' needs part keypoints, and dataset '{}' has none",
+                                                     metric, context.dataset ? context.dataset->name : "?"));
+  }
+  return absl::OkStatus();
+}
+
+EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
+                              const std::string& train_split, const TensorSource& features, int64_t split_size,
+                              int64_t train_size, torch::Device device) {
+  EvalContext context;
+  context.split = split;
+  context.train_split = train_split;
+  context.split_size = split_size;
+  context.train_size = train_size;
+  context.model = &model;
+  context.dataset = &info;
+  context.class_weights = model.head->class_weights().detach().to(torch::kCPU, torch::kFloat32);
+  context.geometry = model.backbone->geometry();
+  context.image_height = info.height;
+  context.image_width = info.width;
+  context.feature_height = features.inputs().size(2);
+  context.feature_width = features.inputs().size(3);
+  context.device = device;
+  Backbone* backbone = model.backbone.get();
+  Head* head = model.head.get();
+  context.forward_images = [backbone, head](const torch::Tensor& images) {
+    return head->forward(backbone->features(images).to(torch::kFloat32));
+  };
+  return context;
+}
+
+namespace {
+
+// One split through the model, batch by batch.
+absl::Status walk_split(const EvalContext& context, const std::string& split, TensorSource& features,
+                        Dataset& dataset, int64_t batch_size, const MetricNeeds& needs,
+                        const std::vector<Metric*>& readers) {
+  Model& model = *context.model;
+  const int64_t n = features.size();
+  const int64_t steps = (n + batch_size - 1) / batch_size;
+  Progress progress(fmt::format("evaluate {}", split), steps, "samples");
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t begin = step * batch_size, end = std::min(n, begin + batch_size);
+    const torch::Tensor indices = torch::arange(begin, end, torch::kInt64);
+    const bool from_dataset = needs.parts || needs.images;
+    if (from_dataset && step + 1 < steps) {
+      dataset.prefetch(split, torch::arange(end, std::min(n, end + batch_size), torch::kInt64), /*augment=*/false);
+    }
+    EvalBatch batch;
+    batch.split = split;
+    batch.indices = indices.to(context.device);
+    {
+      torch::NoGradGuard no_grad;
+      PQ_ASSIGN_OR_RETURN(Batch stored, features.get(indices));
+      batch.features = stored.images.to(context.device);
+      batch.labels = stored.labels.to(context.device);
+      HeadOutput out = model.head->forward(batch.features);
+      batch.logits = out.logits;
+      batch.blackbox_logits = model.backbone->classify(batch.features);
+      if (needs.similarity) {
+        batch.presence = out.presence;
+        batch.similarity = out.similarity;
+      }
+      if (needs.quantizer) {
+        const torch::Tensor& f = batch.features;
+        const torch::Tensor rows = f.permute({0, 2, 3, 1}).reshape({-1, f.size(1)});
+        batch.codes = model.quantizer->encode(rows).view({f.size(0), f.size(2), f.size(3), -1});
+      }
+    }
+    if (from_dataset) {
+      PQ_ASSIGN_OR_RETURN(Batch data, dataset.get_eval_batch(split, indices));
+      if (!data.labels.equal(batch.labels.cpu())) {
+        return absl::InternalError(fmt::format("evaluate {}: the dataset's labels of samples {}..{} differ from the "
+                                               "stored features' (a stale feature store?)",
+                                               split, begin, end - 1));
+      }
+      if (needs.images) batch.images = data.images.to(context.device);
+      if (needs.parts) {
+        if (data.parts.defined()) batch.parts = data.parts.to(context.device);
+        if (data.boxes.defined()) batch.boxes = data.boxes.to(context.device);
+      }
+    }
+    for (Metric* metric : readers) PQ_RETURN_IF_ERROR(metric->update(batch));
+    progress.step(end - begin);
+  }
+  progress.finish();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSources& sources,
+                                 const std::vector<Metric*>& metrics) {
+  for (Metric* metric : metrics) PQ_RETURN_IF_ERROR(metric->begin(context));
+  std::vector<Metric*> eval_readers, train_readers;
+  for (Metric* metric : metrics) {
+    if (metric->needs().eval_split) eval_readers.push_back(metric);
+    if (metric->needs().train_split) train_readers.push_back(metric);
+  }
+  auto walk = [&](const std::string& split, TensorSource& features, const std::vector<Metric*>& readers) {
+    return guard(fmt::format("evaluating {}", split), [&] {
+      return walk_split(context, split, features, *sources.dataset, sources.batch_size, combined_needs(readers),
+                        readers);
+    });
+  };
+  if (!eval_readers.empty()) PQ_RETURN_IF_ERROR(walk(context.split, *sources.eval_features, eval_readers));
+  if (!train_readers.empty()) {
+    if (!sources.train_features) return absl::FailedPreconditionError("a metric reads the training split, which this pass has not");
+    PQ_ASSIGN_OR_RETURN(TensorSource* train, sources.train_features());
+    PQ_RETURN_IF_ERROR(walk(context.train_split, *train, train_readers));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace protoquant

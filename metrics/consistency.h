@@ -1,0 +1,40 @@
+// consistency (EvalProtoPNet, Huang et al. ICCV 2023; METHOD.md): a prototype is consistent when
+// some part lies in the region around its peak on >= part_threshold of its classes' test images
+// where that part is visible. Score = 100 x the fraction of consistent prototypes. Left and right
+// parts are not merged (as the reference). The state is per (prototype, part) hit and visibility
+// counts, so it streams and merges.
+#pragma once
+
+#include "protoquant/localisation.h"
+#include "protoquant/metric.h"
+#include "protoquant/prototype_classes.h"
+
+namespace protoquant::metrics {
+
+class Consistency : public Metric {
+ public:
+  Consistency(LocalisationSettings localisation, PrototypeClassRule classes, double part_threshold)
+      : localisation_(localisation), rule_(std::move(classes)), part_threshold_(part_threshold) {}
+  static ParamSchema schema();
+
+  MetricNeeds needs() const override {
+    MetricNeeds n;
+    n.similarity = n.parts = true;
+    return n;
+  }
+  absl::Status begin(const EvalContext& context) override;
+  absl::Status update(const EvalBatch& batch) override;
+  absl::Status merge(const Metric& other) override;
+  absl::StatusOr<nlohmann::json> compute() override;
+
+ private:
+  LocalisationSettings localisation_;
+  PrototypeClassRule rule_;
+  double part_threshold_;
+  int64_t height_ = 0, width_ = 0;
+  torch::Tensor classes_;  // P x C bool
+  torch::Tensor hits_;     // P x K int64: images of p's classes where part k is in p's region
+  torch::Tensor visible_;  // P x K int64: images of p's classes where part k is visible
+};
+
+}  // namespace protoquant::metrics

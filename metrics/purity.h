@@ -1,0 +1,52 @@
+// purity (PIP-Net, Nauta et al. CVPR 2023; METHOD.md): for every prototype some class weighs
+// above weight_threshold, its top_k training images by the (unclamped) maximum of its similarity
+// map; at each, the patch around the peak cell (localisation.h, purity_patch) is tested against
+// the visible part keypoints. Per part: the mean of hits over those top images where the part is
+// visible (PIP-Net's denominator, not / top_k); a prototype's purity is its best part. Left parts
+// are merged into right ones by OR (merge_left_right; part names "left X" / "right X").
+// Reported: mean, std and the count above 0.5. The state is a running top-k per prototype.
+//
+// PIP-Net's own test loop decrements every class weight by 1e-3 in place before each batch: a
+// bug, not reproduced (the class weights are read once, unchanged).
+#pragma once
+
+#include "protoquant/localisation.h"
+#include "protoquant/metric.h"
+
+namespace protoquant::metrics {
+
+class Purity : public Metric {
+ public:
+  Purity(LocalisationSettings localisation, int64_t top_k, double weight_threshold, bool merge_left_right)
+      : localisation_(localisation), top_k_(top_k), weight_threshold_(weight_threshold), merge_(merge_left_right) {}
+  static ParamSchema schema();
+
+  MetricNeeds needs() const override {
+    MetricNeeds n;
+    n.similarity = n.parts = true;
+    n.eval_split = false;
+    n.train_split = true;
+    return n;
+  }
+  absl::Status begin(const EvalContext& context) override;
+  absl::Status update(const EvalBatch& batch) override;
+  absl::Status merge(const Metric& other) override;
+  absl::StatusOr<nlohmann::json> compute() override;
+
+ private:
+  void keep_top(torch::Tensor values, torch::Tensor images, torch::Tensor hits, torch::Tensor visible);
+
+  LocalisationSettings localisation_;
+  int64_t top_k_;
+  double weight_threshold_;
+  bool merge_;
+  int64_t height_ = 0, width_ = 0;
+  torch::Tensor part_group_;  // K int64: the merged part each keypoint counts for
+  int64_t groups_ = 0;
+  torch::Tensor selected_;    // P bool: prototypes with a class weight above the threshold
+  // The running top-k per prototype: P x k values (-inf when empty) and image indices, and the
+  // merged parts' hits and visibility at those images, P x k x G.
+  torch::Tensor values_, images_, hits_, visible_;
+};
+
+}  // namespace protoquant::metrics

@@ -1,0 +1,95 @@
+#include "stability.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "part_hits.h"
+#include "protoquant/evaluation_pass.h"
+#include "protoquant/status.h"
+
+namespace protoquant::metrics {
+
+ParamSchema Stability::schema() {
+  ParamSchema schema{
+      ParamSpec::Float("noise_std", 0.2, "standard deviation of the noise on the normalised image").min(0),
+      ParamSpec::Float("noise_clip", 0.25, "the noise is clipped to +-noise_clip; 0 = unclipped (first release)").min(0),
+      ParamSpec::Int("seed", 0, "the noise's seed (the reference's noise is unseeded)").min(0),
+      ParamSpec::String("compare", "elementwise", "stable when the part vector is unchanged (elementwise) or its sum (sum)")
+          .one_of({"elementwise", "sum"})};
+  return schema.extend(localisation_schema()).extend(prototype_classes_schema());
+}
+
+torch::Tensor stability_noise(const NoiseSettings& noise, const torch::Tensor& images, const torch::Tensor& indices) {
+  // A CPU generator per sample, seeded by the metric's seed and the sample's index: the same
+  // realisation whatever the device, the batch size, the batch order or the process evaluating it.
+  const torch::Tensor where = indices.to(torch::kCPU);
+  std::vector<torch::Tensor> per_sample;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    auto generator =
+        at::make_generator<at::CPUGeneratorImpl>(noise.seed * 1000003ULL + static_cast<uint64_t>(where[i].item<int64_t>()));
+    per_sample.push_back(at::normal(0.0, noise.std, images[i].sizes(), generator, torch::TensorOptions(torch::kFloat32)));
+  }
+  torch::Tensor n = torch::stack(per_sample);
+  if (noise.clip > 0) n = n.clamp(-noise.clip, noise.clip);
+  return n.to(images.device());
+}
+
+absl::Status Stability::begin(const EvalContext& context) {
+  PQ_RETURN_IF_ERROR(require_parts(context, "stability"));
+  if (!context.forward_images) return absl::FailedPreconditionError("stability: the pass cannot run the model on images");
+  height_ = context.image_height;
+  width_ = context.image_width;
+  forward_ = context.forward_images;
+  classes_ = prototype_classes(context.class_weights, rule_);
+  stable_ = torch::zeros({classes_.size(0)}, torch::kInt64);
+  pairs_ = torch::zeros_like(stable_);
+  return absl::OkStatus();
+}
+
+absl::Status Stability::update(const EvalBatch& batch) {
+  const PartHits clean = part_hits(batch.similarity, batch.parts, batch.labels, classes_, height_, width_, localisation_);
+  torch::Tensor noisy_similarity;
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor noise = stability_noise(noise_, batch.images, batch.indices);
+    noisy_similarity = forward_(batch.images + noise).similarity;
+  }
+  const PartHits noisy = part_hits(noisy_similarity, batch.parts, batch.labels, classes_, height_, width_, localisation_);
+  const torch::Tensor same = compare_ == "sum"
+                                 ? clean.hits.sum(2).eq(noisy.hits.sum(2))
+                                 : clean.hits.eq(noisy.hits).all(2);  // B x P
+  stable_ += (same & clean.evaluated).to(torch::kInt64).sum(0);
+  pairs_ += clean.evaluated.to(torch::kInt64).sum(0);
+  return absl::OkStatus();
+}
+
+absl::Status Stability::merge(const Metric& other) {
+  const auto* o = dynamic_cast<const Stability*>(&other);
+  if (o == nullptr || !o->stable_.defined() || o->stable_.sizes() != stable_.sizes()) {
+    return absl::InvalidArgumentError("stability: merging a metric of another shape");
+  }
+  stable_ += o->stable_;
+  pairs_ += o->pairs_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<nlohmann::json> Stability::compute() {
+  const torch::Tensor evaluated = pairs_.gt(0);
+  const int64_t count = evaluated.sum().item<int64_t>();
+  if (count == 0) return absl::FailedPreconditionError("stability: no prototype was evaluated on any image");
+  const torch::Tensor per_prototype =
+      stable_.to(torch::kFloat64) / pairs_.clamp_min(1).to(torch::kFloat64);
+  nlohmann::json settings = localisation_.to_json();
+  settings.update(rule_.to_json());
+  settings.update({{"noise_std", noise_.std}, {"noise_clip", noise_.clip}, {"seed", noise_.seed}, {"compare", compare_},
+                   {"noise", "normal(0, noise_std) per element, clipped, on the normalised image; a CPU generator per "
+                             "image seeded with seed * 1000003 + its index in the split"},
+                   {"map", "similarity"}});
+  return nlohmann::json{{"values",
+                         {{"stability", 100.0 * per_prototype.masked_select(evaluated).mean().item<double>()},
+                          {"evaluated_prototypes", count}}},
+                        {"settings", settings}};
+}
+
+}  // namespace protoquant::metrics

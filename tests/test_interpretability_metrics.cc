@@ -1,0 +1,441 @@
+// The interpretability metrics against ground truth (METHOD.md): the localisation service
+// against independent computations, then consistency, purity, stability, sizes and grounding on
+// synthparts, whose part keypoints are known. An oracle head (each prototype's map a bump on one
+// part type, drawn from the keypoints) must score purity 1 and consistency 100; random maps must
+// score the chance level the test computes from the part geometry alone; stability is 100 at
+// zero noise and falls as the noise grows; sizes equal hand counts; merged shards equal the whole.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "datasets/image/synthparts.h"
+#include "protoquant/evaluation_pass.h"
+#include "protoquant/localisation.h"
+#include "protoquant/metric.h"
+
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+using nlohmann::json;
+
+// --- the localisation service ---------------------------------------------------------------
+
+TEST(Localisation, BicubicIsOpenCvsInterCubicAsTorchComputesItToo) {
+  // PyTorch's bicubic (align_corners = false) uses OpenCV's kernel (A = -0.75), half-pixel centres
+  // and a replicated border: an independent implementation of the same resize.
+  torch::manual_seed(1);
+  const torch::Tensor maps = torch::rand({5, 7, 9});
+  const torch::Tensor ours = upsample_maps(maps, 28, 36, Upsampling::kBicubic);
+  const torch::Tensor theirs = torch::upsample_bicubic2d(maps.unsqueeze(1), {28, 36}, false).squeeze(1);
+  EXPECT_LT((ours - theirs).abs().max().item<float>(), 1e-4);
+  const torch::Tensor linear = upsample_maps(maps, 28, 36, Upsampling::kBilinear);
+  const torch::Tensor torch_linear = torch::upsample_bilinear2d(maps.unsqueeze(1), {28, 36}, false).squeeze(1);
+  EXPECT_LT((linear - torch_linear).abs().max().item<float>(), 1e-4);
+}
+
+TEST(Localisation, TieRulesPickTheReferencesMaxima) {
+  torch::Tensor map = torch::zeros({1, 3, 4});
+  map[0][0][3] = 1;  // row 0, column 3: first in row-major order
+  map[0][2][1] = 1;  // row 2, column 1: lowest column
+  EXPECT_TRUE(torch::equal(peak_positions(map, PeakTies::kRowMajor), torch::tensor({{0, 3}}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(peak_positions(map, PeakTies::kColumnFirst), torch::tensor({{2, 1}}, torch::kInt64)));
+}
+
+TEST(Localisation, RegionBoundsAreInclusiveAndKeypointsTruncated) {
+  LocalisationSettings settings;  // half size 36, inclusive: EvalProtoPNet's 73-px window
+  const torch::Tensor peaks = torch::tensor({{40, 40}, {40, 40}, {40, 40}, {40, 40}, {0, 0}}, torch::kInt64);
+  // (x, y, visible): y = 76 is the last row in; 77 is out; x = 76.9 truncates to 76; an invisible
+  // part never counts; near the corner the region is clipped at 0.
+  const torch::Tensor parts = torch::tensor({{{40.f, 76.f, 1.f}}, {{40.f, 77.f, 1.f}}, {{76.9f, 40.f, 1.f}},
+                                             {{40.f, 40.f, 0.f}}, {{0.f, 36.f, 1.f}}});
+  const torch::Tensor hits = parts_near_peaks(peaks, parts, 224, 224, settings).squeeze(1);
+  EXPECT_TRUE(torch::equal(hits, torch::tensor({true, false, true, false, true})));
+  settings.inclusive = false;
+  EXPECT_FALSE(parts_near_peaks(peaks.slice(0, 0, 1), parts.slice(0, 0, 1), 224, 224, settings).item<bool>());
+}
+
+TEST(Localisation, PurityPatchesFollowPipNetsStride) {
+  // 224 px over a 7 x 7 grid with 32-px patches: stride round(192 / 6) = 32.
+  const PixelBox first = purity_patch(0, 0, 7, 7, 224, 224, 32);
+  EXPECT_EQ(std::vector<int64_t>({first.y0, first.y1, first.x0, first.x1}), std::vector<int64_t>({0, 32, 0, 32}));
+  const PixelBox middle = purity_patch(3, 5, 7, 7, 224, 224, 32);
+  EXPECT_EQ(std::vector<int64_t>({middle.y0, middle.y1, middle.x0, middle.x1}), std::vector<int64_t>({96, 128, 160, 192}));
+  // 14 x 14: stride round(192 / 13) = 15; the last cell is shifted inside: 192 .. 224.
+  const PixelBox last = purity_patch(13, 12, 14, 14, 224, 224, 32);
+  EXPECT_EQ(std::vector<int64_t>({last.y0, last.y1, last.x0, last.x1}), std::vector<int64_t>({192, 224, 180, 212}));
+}
+
+// --- synthparts and the metrics -----------------------------------------------------------------
+
+constexpr int64_t kImage = 48, kStride = 4, kGrid = kImage / kStride;
+
+struct Split {
+  Batch data;
+  int64_t size = 0;
+};
+
+struct SynthData {
+  std::shared_ptr<Dataset> dataset;
+  Split train, test;
+  std::vector<std::vector<int64_t>> class_parts;
+};
+
+const SynthData& synth_data() {
+  static const SynthData data = [] {
+    SynthData out;
+    auto& registry = testing::builtin_registry();
+    Params params = Params::defaults(registry.datasets.find("synthparts")->schema);
+    params.set("classes", int64_t{6});
+    params.set("train_per_class", int64_t{40});
+    params.set("test_per_class", int64_t{20});
+    params.set("parts", int64_t{8});
+    params.set("parts_per_class", int64_t{3});
+    params.set("image_size", kImage);
+    params.set("seed", int64_t{4});
+    out.dataset = *registry.datasets.build("synthparts", params, {});
+    for (auto* split : {&out.train, &out.test}) {
+      const std::string name = split == &out.train ? "train" : "test";
+      split->size = out.dataset->size(name);
+      split->data = *out.dataset->get_eval_batch(name, torch::arange(split->size, torch::kInt64));
+    }
+    datasets::SynthPartsConfig config;
+    config.classes = 6;
+    config.parts = 8;
+    config.parts_per_class = 3;
+    config.seed = 4;
+    const auto generator = *datasets::SynthParts::create(config);
+    for (int64_t c = 0; c < 6; ++c) out.class_parts.push_back(generator.class_parts(c));
+    return out;
+  }();
+  return data;
+}
+
+// The oracle: prototype p is part type p; its map is a Gaussian bump on the part's keypoint at
+// feature resolution (cell centres at 4 r + 1.5), wherever the part is drawn (visible or not).
+torch::Tensor oracle_maps(const torch::Tensor& parts) {
+  const int64_t b = parts.size(0), k = parts.size(1);
+  const torch::Tensor centres = torch::arange(kGrid, torch::kFloat32) * kStride + (kStride - 1) / 2.0;
+  const torch::Tensor x = parts.select(2, 0).view({b, k, 1, 1}), y = parts.select(2, 1).view({b, k, 1, 1});
+  const torch::Tensor dy = centres.view({1, 1, kGrid, 1}) - y, dx = centres.view({1, 1, 1, kGrid}) - x;
+  const torch::Tensor drawn = (parts.select(2, 0).abs() + parts.select(2, 1).abs()).gt(0).view({b, k, 1, 1});
+  return torch::exp(-(dy * dy + dx * dx) / (2 * 3.0 * 3.0)) * drawn.to(torch::kFloat32);
+}
+
+// W[c, p] = 1 when part p makes up class c.
+torch::Tensor oracle_weights() {
+  const auto& data = synth_data();
+  torch::Tensor w = torch::zeros({6, 8});
+  for (int64_t c = 0; c < 6; ++c) {
+    for (int64_t p : data.class_parts[static_cast<size_t>(c)]) w[c][p] = 1;
+  }
+  return w;
+}
+
+EvalContext context_for(const torch::Tensor& class_weights, int64_t height = kImage, int64_t width = kImage) {
+  EvalContext context;
+  context.split = "test";
+  context.train_split = "train";
+  context.dataset = &synth_data().dataset->info();
+  context.class_weights = class_weights;
+  context.image_height = height;
+  context.image_width = width;
+  return context;
+}
+
+// Batches of `split` with `maps` as the similarity, fed to `metric` in chunks of `chunk`.
+void feed(Metric& metric, const std::string& split_name, const Split& split, const torch::Tensor& maps,
+          int64_t begin = 0, int64_t end = -1, int64_t chunk = 37) {
+  if (end < 0) end = split.size;
+  for (int64_t a = begin; a < end; a += chunk) {
+    const int64_t b = std::min(end, a + chunk);
+    EvalBatch batch;
+    batch.split = split_name;
+    batch.indices = torch::arange(a, b, torch::kInt64);
+    batch.labels = split.data.labels.slice(0, a, b);
+    batch.parts = split.data.parts.slice(0, a, b);
+    batch.images = split.data.images.slice(0, a, b);
+    batch.similarity = maps.slice(0, a, b);
+    batch.presence = std::get<0>(batch.similarity.flatten(2).max(2));
+    ASSERT_TRUE(metric.update(batch).ok());
+  }
+}
+
+std::shared_ptr<Metric> build_metric(const std::string& type, const std::map<std::string, ParamValue>& values) {
+  auto& registry = testing::builtin_registry();
+  Params params = Params::defaults(registry.metrics.find(type)->schema);
+  for (const auto& [key, value] : values) params.set(key, value);
+  auto metric = registry.metrics.build(type, params, {});
+  EXPECT_TRUE(metric.ok()) << metric.status();
+  return *metric;
+}
+
+json computed(Metric& metric) {
+  auto out = metric.compute();
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? (*out)["values"] : json();
+}
+
+TEST(InterpretabilityMetrics, AnOracleHeadScoresPurityOneAndConsistencyHundred) {
+  const auto& data = synth_data();
+  const EvalContext context = context_for(oracle_weights());
+  auto consistency = build_metric("consistency", {{"half_size", int64_t{6}}});
+  ASSERT_TRUE(consistency->begin(context).ok());
+  feed(*consistency, "test", data.test, oracle_maps(data.test.data.parts));
+  const json c = computed(*consistency);
+  EXPECT_EQ(c["evaluated_prototypes"], 8);
+  EXPECT_DOUBLE_EQ(c["consistency"].get<double>(), 100.0);
+
+  // patch 8 on a 12-cell grid over 48 px: PIP-Net's stride round(40 / 11) = 4 = the feature stride.
+  auto purity = build_metric("purity", {{"patch_size", int64_t{8}}});
+  ASSERT_TRUE(purity->begin(context).ok());
+  feed(*purity, "train", data.train, oracle_maps(data.train.data.parts));
+  const json p = computed(*purity);
+  EXPECT_EQ(p["evaluated_prototypes"], 8);
+  EXPECT_DOUBLE_EQ(p["purity"].get<double>(), 1.0);
+  EXPECT_EQ(p["pure_prototypes"], 8);
+}
+
+// Peaks uniform over the pixels (maps at input resolution, random): the chance that a part lies
+// in the region, counted from the keypoint alone.
+double region_chance(float x, float y, int64_t half) {
+  auto span = [&](float v) {
+    const auto c = static_cast<int64_t>(v);
+    return static_cast<double>(std::min(kImage - 1, c + half) - std::max<int64_t>(0, c - half) + 1);
+  };
+  return span(x) * span(y) / static_cast<double>(kImage * kImage);
+}
+
+// PIP-Net's patches on a 48-cell grid over 48 px, 8 wide: cell r covers r .. r + 8, the last ones
+// shifted to 40 .. 48. The fraction of cells whose patch holds the keypoint, per axis.
+double patch_chance(float x, float y) {
+  auto covering = [&](float v) {
+    const auto c = static_cast<int64_t>(v);
+    int64_t n = 0;
+    for (int64_t r = 0; r < kImage; ++r) {
+      int64_t lo = r, hi = r + 8;
+      if (r == kImage - 1 || hi > kImage) lo = kImage - 8, hi = kImage;
+      n += (c >= lo && c <= hi) ? 1 : 0;
+    }
+    return static_cast<double>(n) / kImage;
+  };
+  return covering(x) * covering(y);
+}
+
+TEST(InterpretabilityMetrics, RandomPrototypesScoreTheChanceLevelOfThePartGeometry) {
+  const auto& data = synth_data();
+  const int64_t prototypes = 64, half = 6;
+  const EvalContext context = context_for(torch::ones({6, prototypes}));
+  torch::manual_seed(7);
+  auto consistency = build_metric("consistency", {{"half_size", half}});
+  ASSERT_TRUE(consistency->begin(context).ok());
+  feed(*consistency, "test", data.test, torch::rand({data.test.size, prototypes, kImage, kImage}));
+  // Every prototype sees every test image: the expected ratio of part k is its chance averaged
+  // over the images where it is visible; averaged again over the parts.
+  const auto parts = data.test.data.parts;
+  double chance = 0;
+  int64_t counted = 0;
+  for (int64_t k = 0; k < parts.size(1); ++k) {
+    double sum = 0;
+    int64_t visible = 0;
+    for (int64_t i = 0; i < parts.size(0); ++i) {
+      if (parts[i][k][2].item<float>() < 0.5F) continue;
+      sum += region_chance(parts[i][k][0].item<float>(), parts[i][k][1].item<float>(), half);
+      ++visible;
+    }
+    if (visible > 0) chance += sum / static_cast<double>(visible), ++counted;
+  }
+  chance /= static_cast<double>(counted);
+  const json c = computed(*consistency);
+  EXPECT_NEAR(c["mean_part_ratio"].get<double>(), chance, 0.01);
+  EXPECT_LT(chance, 0.2);
+  EXPECT_DOUBLE_EQ(c["consistency"].get<double>(), 0.0);  // no part comes near 0.8 by chance
+
+  // Purity over every training image (top_k = all): per part, the mean chance over the images
+  // where it is visible; a prototype's purity is its best part, within sampling noise.
+  const auto train_parts = data.train.data.parts;
+  double best_chance = 0;
+  for (int64_t k = 0; k < train_parts.size(1); ++k) {
+    double sum = 0;
+    int64_t visible = 0;
+    for (int64_t i = 0; i < train_parts.size(0); ++i) {
+      if (train_parts[i][k][2].item<float>() < 0.5F) continue;
+      sum += patch_chance(train_parts[i][k][0].item<float>(), train_parts[i][k][1].item<float>());
+      ++visible;
+    }
+    if (visible > 0) best_chance = std::max(best_chance, sum / static_cast<double>(visible));
+  }
+  auto purity = build_metric("purity", {{"patch_size", int64_t{8}}, {"top_k", data.train.size}});
+  ASSERT_TRUE(purity->begin(context).ok());
+  feed(*purity, "train", data.train, torch::rand({data.train.size, prototypes, kImage, kImage}));
+  const json p = computed(*purity);
+  EXPECT_NEAR(p["purity"].get<double>(), best_chance, 0.04);
+  EXPECT_LT(p["purity"].get<double>(), 0.25);
+}
+
+TEST(InterpretabilityMetrics, MergedShardsEqualTheWholeSplit) {
+  const auto& data = synth_data();
+  const EvalContext context = context_for(oracle_weights());
+  torch::manual_seed(9);
+  const torch::Tensor test_maps = oracle_maps(data.test.data.parts) + 0.3 * torch::rand({data.test.size, 8, kGrid, kGrid});
+  const torch::Tensor train_maps = oracle_maps(data.train.data.parts) + 0.3 * torch::rand({data.train.size, 8, kGrid, kGrid});
+  for (const std::string type : {"consistency", "purity"}) {
+    const bool train = type == "purity";
+    const Split& split = train ? data.train : data.test;
+    const torch::Tensor& maps = train ? train_maps : test_maps;
+    auto whole = build_metric(type, {{"half_size", int64_t{6}}, {"patch_size", int64_t{8}}});
+    auto first = build_metric(type, {{"half_size", int64_t{6}}, {"patch_size", int64_t{8}}});
+    auto second = build_metric(type, {{"half_size", int64_t{6}}, {"patch_size", int64_t{8}}});
+    for (auto* m : {&whole, &first, &second}) ASSERT_TRUE((*m)->begin(context).ok());
+    feed(*whole, train ? "train" : "test", split, maps);
+    feed(*first, train ? "train" : "test", split, maps, 0, split.size / 3);
+    feed(*second, train ? "train" : "test", split, maps, split.size / 3, split.size);
+    ASSERT_TRUE(first->merge(*second).ok());
+    EXPECT_EQ(computed(*whole).dump(), computed(*first).dump()) << type;
+  }
+}
+
+TEST(InterpretabilityMetrics, MetricsThatNeedPartsRefuseADatasetWithout) {
+  DatasetInfo info;
+  info.name = "fashion_mnist";
+  EvalContext context;
+  context.dataset = &info;
+  context.class_weights = torch::ones({2, 3});
+  for (const std::string type : {"consistency", "stability", "purity"}) {
+    const absl::Status status = build_metric(type, {})->begin(context);
+    EXPECT_EQ(std::string(status.message()),
+              "metric '" + type + "' needs part keypoints, and dataset 'fashion_mnist' has none");
+  }
+}
+
+// --- a small real model: stability, sizes and grounding ---------------------------------------
+
+// Features = ReLU of a fixed random 3x3 convolution (stride 1): the map is the image's size.
+class ConvBackbone : public Backbone {
+ public:
+  ConvBackbone() { conv_ = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1))); }
+  torch::Tensor features(const torch::Tensor& images) override { return torch::relu(conv_->forward(images)); }
+  torch::Tensor classify(const torch::Tensor& features) override { return features.mean({2, 3}); }
+  int64_t channels() const override { return 8; }
+  BackboneGeometry geometry() const override { return {1, 3, 0}; }
+
+ private:
+  torch::nn::Conv2d conv_{nullptr};
+};
+
+// Cosine similarity to fixed prototypes, presence = the map's max, logits = presence W^T.
+class CosineHead : public Head {
+ public:
+  CosineHead(torch::Tensor prototypes, torch::Tensor weights) : prototypes_(prototypes), weights_(weights) {}
+  HeadOutput forward(const torch::Tensor& features) override {
+    namespace F = torch::nn::functional;
+    const torch::Tensor z = F::normalize(features, F::NormalizeFuncOptions().dim(1).eps(1e-6));
+    const torch::Tensor e = F::normalize(prototypes_, F::NormalizeFuncOptions().dim(1).eps(1e-6));
+    HeadOutput out;
+    out.similarity = torch::einsum("bdhw,pd->bphw", {z, e});
+    out.presence = std::get<0>(out.similarity.flatten(2).max(2));
+    out.logits = out.presence.matmul(weights_.t());
+    return out;
+  }
+  torch::Tensor class_weights() const override { return weights_; }
+  torch::Tensor prototypes() const override { return prototypes_; }
+
+ private:
+  torch::Tensor prototypes_, weights_;
+};
+
+TEST(InterpretabilityMetrics, StabilityIsHundredWithoutNoiseAndFallsAsTheNoiseGrows) {
+  const auto& data = synth_data();
+  torch::manual_seed(11);
+  Model model;
+  model.backbone = std::make_shared<ConvBackbone>();
+  model.head = std::make_shared<CosineHead>(torch::randn({6, 8}), torch::ones({6, 6}));
+  EvalContext context = context_for(torch::ones({6, 6}));
+  context.model = &model;
+  context.forward_images = [&](const torch::Tensor& images) {
+    return model.head->forward(model.backbone->features(images));
+  };
+  torch::NoGradGuard no_grad;
+  const torch::Tensor maps = context.forward_images(data.test.data.images).similarity;
+  std::vector<double> scores;
+  for (double noise : {0.0, 0.1, 1.0}) {
+    auto stability = build_metric("stability", {{"half_size", int64_t{6}}, {"noise_std", noise}, {"noise_clip", 0.0}});
+    ASSERT_TRUE(stability->begin(context).ok());
+    feed(*stability, "test", data.test, maps);
+    scores.push_back(computed(*stability)["stability"].get<double>());
+  }
+  EXPECT_DOUBLE_EQ(scores[0], 100.0);
+  EXPECT_LT(scores[1], scores[0]);
+  EXPECT_LT(scores[2], scores[1]);
+  // Comparing sums forgives a part swapped for another: never less stable than element-wise.
+  auto by_sum = build_metric("stability", {{"half_size", int64_t{6}}, {"noise_std", 1.0}, {"noise_clip", 0.0},
+                                           {"compare", std::string("sum")}});
+  ASSERT_TRUE(by_sum->begin(context).ok());
+  feed(*by_sum, "test", data.test, maps);
+  EXPECT_GE(computed(*by_sum)["stability"].get<double>(), scores[2]);
+}
+
+TEST(InterpretabilityMetrics, SizesEqualHandCounts) {
+  const torch::Tensor weights = torch::tensor({{0.5f, 0.f, 0.0005f, 2.f}, {0.f, 0.f, 0.2f, 0.f}});
+  EvalContext context;
+  context.class_weights = weights;
+  auto sizes = build_metric("sizes", {});
+  ASSERT_TRUE(sizes->begin(context).ok());
+  EvalBatch batch;
+  batch.labels = torch::tensor({0, 1, 0}, torch::kInt64);
+  batch.logits = torch::tensor({{1.f, 0.f}, {0.f, 1.f}, {1.f, 0.f}});
+  batch.presence = torch::tensor({{1.f, 1.f, 1.f, 1e-4f}, {0.5f, 0.5f, 0.5f, 0.5f}, {1.f, 1.f, 1.f, 1.f}});
+  ASSERT_TRUE(sizes->update(batch).ok());
+  const json v = computed(*sizes);
+  EXPECT_EQ(v["global_size"], 3);                      // prototypes 0, 2 and 3 have a weight > 1e-3
+  EXPECT_DOUBLE_EQ(v["sparsity"].get<double>(), 5.0 / 8);  // 0, 0.0005, 0, 0, 0 of 8 weights
+  EXPECT_DOUBLE_EQ(v["local_size_per_class"].get<double>(), 1.5);  // {0.5, 2} and {0.2}
+  // Image 0 (class 0): 0.5 counts, 0.0005 and 2e-4 do not; image 1 (class 1): 0.1; image 2: 0.5, 2.
+  EXPECT_DOUBLE_EQ(v["local_size_per_image"].get<double>(), 4.0 / 3);
+}
+
+TEST(InterpretabilityMetrics, GroundingIsTheMeanTopCosineToTrainingVectors) {
+  torch::manual_seed(13);
+  const torch::Tensor features = torch::randn({20, 8, 5, 5});
+  const torch::Tensor rows = features.permute({0, 2, 3, 1}).reshape({-1, 8});
+  // Two prototypes are real feature vectors, three are random.
+  const torch::Tensor prototypes = torch::cat({rows.slice(0, 7, 8), rows.slice(0, 311, 312), torch::randn({3, 8})});
+  Model model;
+  model.head = std::make_shared<CosineHead>(prototypes, torch::ones({2, 5}));
+  EvalContext context;
+  context.model = &model;
+  context.class_weights = torch::ones({2, 5});
+  auto grounding = build_metric("grounding", {{"top_k", int64_t{10}}});
+  ASSERT_TRUE(grounding->begin(context).ok());
+  for (int64_t a = 0; a < 20; a += 6) {
+    EvalBatch batch;
+    batch.split = "train";
+    batch.features = features.slice(0, a, std::min<int64_t>(20, a + 6));
+    ASSERT_TRUE(grounding->update(batch).ok());
+  }
+  // Brute force: every cosine, sorted.
+  std::vector<double> per_prototype;
+  for (int64_t p = 0; p < 5; ++p) {
+    std::vector<double> cosines;
+    for (int64_t r = 0; r < rows.size(0); ++r) {
+      const double dot = rows[r].dot(prototypes[p]).item<double>();
+      cosines.push_back(dot / (std::max(rows[r].norm().item<double>(), 1e-6) * std::max(prototypes[p].norm().item<double>(), 1e-6)));
+    }
+    std::sort(cosines.rbegin(), cosines.rend());
+    double sum = 0;
+    for (int i = 0; i < 10; ++i) sum += cosines[static_cast<size_t>(i)];
+    per_prototype.push_back(sum / 10);
+  }
+  const json v = computed(*grounding);
+  double mean = 0;
+  for (double g : per_prototype) mean += g / 5;
+  EXPECT_NEAR(v["grounding"].get<double>(), mean, 1e-5);
+  EXPECT_NEAR(v["grounding_min"].get<double>(), *std::min_element(per_prototype.begin(), per_prototype.end()), 1e-5);
+  EXPECT_GT(per_prototype[0], per_prototype[2]);  // a real vector is nearer the data than a random one
+}
+
+}  // namespace
+}  // namespace protoquant
