@@ -56,6 +56,7 @@ absl::StatusOr<nlohmann::json> Grounding::compute() {
     return absl::FailedPreconditionError(fmt::format("grounding: fewer than top_k = {} training feature vectors", top_k_));
   }
   const torch::Tensor per_prototype = top_.to(torch::kFloat64).mean(1);
+  if (dump_) dump_->set("top_cosines", top_, "P x k the top-k cosine similarities of each prototype to training vectors");
   return nlohmann::json{{"values",
                          {{"grounding", per_prototype.mean().item<double>()},
                           {"grounding_min", per_prototype.min().item<double>()},

@@ -7,6 +7,7 @@
 #include "protoquant/plugin.h"
 #include "purity.h"
 #include "sizes.h"
+#include "spatial_misalignment.h"
 #include "stability.h"
 
 namespace protoquant::metrics {
@@ -49,6 +50,22 @@ absl::Status register_metrics(Registry& registry) {
        Sizes::schema(), [](const Params& p, const BuildContext&) -> Built {
          return std::make_shared<Sizes>(p.get_float("global_threshold"), p.get_float("local_threshold"),
                                         p.get_float("class_threshold"));
+       }}));
+  PQ_RETURN_IF_ERROR(registry.metrics.add(
+      {"spatial_misalignment", "Sacha et al.'s PAC, PRC, PLC and AC under an attack outside the target prototype's region",
+       SpatialMisalignment::schema(), [](const Params& p, const BuildContext&) -> Built {
+         AttackSettings a;
+         a.attack = p.get_string("attack");
+         a.epsilon = p.get_float("epsilon");
+         a.step = p.get_float("step");
+         a.iterations = p.get_int("iterations");
+         a.quantile = p.get_float("quantile");
+         a.margin = p.get_int("margin");
+         a.plc_quantile = p.get_float("plc_quantile");
+         a.activation = p.get_string("activation");
+         a.seed = static_cast<uint64_t>(p.get_int("seed"));
+         a.dtype = p.get_string("dtype");
+         return std::make_shared<SpatialMisalignment>(a, prototype_class_rule(p));
        }}));
   return registry.metrics.add({"codebook_usage", "codes used, dead fraction and perplexity on the evaluated split",
                                ParamSchema{},

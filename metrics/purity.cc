@@ -43,26 +43,37 @@ absl::Status Purity::begin(const EvalContext& context) {
   part_group_ = torch::tensor(group, torch::kInt64);
   selected_ = std::get<0>(context.class_weights.max(0)).gt(weight_threshold_);
   const int64_t p = context.class_weights.size(1);
-  values_ = torch::full({p, top_k_}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
-  images_ = torch::full({p, top_k_}, -1, torch::kInt64);
-  hits_ = torch::zeros({p, top_k_, groups_}, torch::kBool);
-  visible_ = torch::zeros({p, top_k_, groups_}, torch::kBool);
+  const int64_t k = static_cast<int64_t>(names.size());
+  top_.values = torch::full({p, top_k_}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
+  top_.images = torch::full({p, top_k_}, -1, torch::kInt64);
+  top_.hits = torch::zeros({p, top_k_, groups_}, torch::kBool);
+  top_.visible = torch::zeros({p, top_k_, groups_}, torch::kBool);
+  top_.locations = torch::zeros({p, top_k_, 2}, torch::kInt64);
+  top_.keypoints = torch::zeros({p, top_k_, k, 3}, torch::kFloat32);
   return absl::OkStatus();
 }
 
-void Purity::keep_top(torch::Tensor values, torch::Tensor images, torch::Tensor hits, torch::Tensor visible) {
+void Purity::keep_top(const Top& candidates) {
   // Candidates after the kept ones: a stable sort keeps the earlier image among equal values.
-  values = torch::cat({values_, values}, 1);
-  images = torch::cat({images_, images}, 1);
-  hits = torch::cat({hits_, hits}, 1);
-  visible = torch::cat({visible_, visible}, 1);
+  const torch::Tensor values = torch::cat({top_.values, candidates.values}, 1);
   const torch::Tensor order =
       std::get<1>(values.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true)).slice(1, 0, top_k_);
-  values_ = values.gather(1, order);
-  images_ = images.gather(1, order);
-  const torch::Tensor order3 = order.unsqueeze(2).expand({-1, -1, groups_});
-  hits_ = hits.gather(1, order3);
-  visible_ = visible.gather(1, order3);
+  auto pick = [&](const torch::Tensor& kept, const torch::Tensor& added) {
+    const torch::Tensor all = torch::cat({kept, added}, 1);
+    std::vector<int64_t> shape = {order.size(0), order.size(1)};
+    for (int64_t d = 2; d < all.dim(); ++d) shape.push_back(all.size(d));
+    torch::Tensor index = order;
+    for (int64_t d = 2; d < all.dim(); ++d) index = index.unsqueeze(d);
+    return all.gather(1, index.expand(shape));
+  };
+  Top next;
+  next.values = pick(top_.values, candidates.values);
+  next.images = pick(top_.images, candidates.images);
+  next.hits = pick(top_.hits, candidates.hits);
+  next.visible = pick(top_.visible, candidates.visible);
+  next.locations = pick(top_.locations, candidates.locations);
+  next.keypoints = pick(top_.keypoints, candidates.keypoints);
+  top_ = next;
 }
 
 absl::Status Purity::update(const EvalBatch& batch) {
@@ -96,26 +107,40 @@ absl::Status Purity::update(const EvalBatch& batch) {
       }
     }
   }
-  keep_top(value.t().contiguous(), batch.indices.to(torch::kCPU).unsqueeze(0).expand({p, b}).contiguous(),
-           hits.transpose(0, 1).contiguous(), visible.unsqueeze(0).expand({p, b, groups_}).contiguous());
+  Top candidates;
+  candidates.values = value.t().contiguous();
+  candidates.images = batch.indices.to(torch::kCPU).unsqueeze(0).expand({p, b}).contiguous();
+  candidates.hits = hits.transpose(0, 1).contiguous();
+  candidates.visible = visible.unsqueeze(0).expand({p, b, groups_}).contiguous();
+  candidates.locations = torch::stack({rows, cols}, 2).transpose(0, 1).contiguous();
+  candidates.keypoints = parts.unsqueeze(0).expand({p, b, k, 3}).contiguous();
+  keep_top(candidates);
   return absl::OkStatus();
 }
 
 absl::Status Purity::merge(const Metric& other) {
   const auto* o = dynamic_cast<const Purity*>(&other);
-  if (o == nullptr || !o->values_.defined() || o->values_.sizes() != values_.sizes()) {
+  if (o == nullptr || !o->top_.values.defined() || o->top_.values.sizes() != top_.values.sizes()) {
     return absl::InvalidArgumentError("purity: merging a metric of another shape");
   }
-  keep_top(o->values_, o->images_, o->hits_, o->visible_);
+  keep_top(o->top_);
   return absl::OkStatus();
 }
 
 absl::StatusOr<nlohmann::json> Purity::compute() {
   const int64_t count = selected_.sum().item<int64_t>();
   if (count == 0) return absl::FailedPreconditionError("purity: no prototype has a class weight above the threshold");
-  const torch::Tensor filled = images_.ge(0).unsqueeze(2);                            // P x k x 1
-  const torch::Tensor visible = (visible_ & filled).to(torch::kFloat64).sum(1);        // P x G
-  const torch::Tensor hits = (hits_ & filled).to(torch::kFloat64).sum(1);              // P x G
+  const torch::Tensor filled = top_.images.ge(0).unsqueeze(2);                       // P x k x 1
+  const torch::Tensor visible = (top_.visible & filled).to(torch::kFloat64).sum(1);   // P x G
+  const torch::Tensor hits = (top_.hits & filled).to(torch::kFloat64).sum(1);         // P x G
+  if (dump_) {
+    dump_->set("top_images", top_.images, "P x k training image indices, highest max-similarity first (-1: none)");
+    dump_->set("top_values", top_.values, "P x k their maxima of the (unclamped) similarity map");
+    dump_->set("top_locations", top_.locations, "P x k x 2 (row, column) of the peak cell, feature resolution");
+    dump_->set("top_keypoints", top_.keypoints, "P x k x K x 3 those images' keypoints (x, y, visible), input pixels");
+    dump_->set("part_group", part_group_, "K the merged part each keypoint counts for (left into right)");
+    dump_->set("selected", selected_, "P prototypes evaluated (largest class weight above weight_threshold)");
+  }
   const torch::Tensor per_part = torch::where(visible.gt(0), hits / visible.clamp_min(1), torch::zeros_like(hits));
   const torch::Tensor purity = std::get<0>(per_part.max(1)).masked_select(selected_);  // count
   nlohmann::json settings = localisation_.to_json();

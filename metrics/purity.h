@@ -34,7 +34,12 @@ class Purity : public Metric {
   absl::StatusOr<nlohmann::json> compute() override;
 
  private:
-  void keep_top(torch::Tensor values, torch::Tensor images, torch::Tensor hits, torch::Tensor visible);
+  // Candidates: values P x n, images P x n, hits and visible P x n x G, locations P x n x 2
+  // (peak cell row, column), keypoints P x n x K x 3.
+  struct Top {
+    torch::Tensor values, images, hits, visible, locations, keypoints;
+  };
+  void keep_top(const Top& candidates);
 
   LocalisationSettings localisation_;
   int64_t top_k_;
@@ -46,7 +51,7 @@ class Purity : public Metric {
   torch::Tensor selected_;    // P bool: prototypes with a class weight above the threshold
   // The running top-k per prototype: P x k values (-inf when empty) and image indices, and the
   // merged parts' hits and visibility at those images, P x k x G.
-  torch::Tensor values_, images_, hits_, visible_;
+  Top top_;
 };
 
 }  // namespace protoquant::metrics

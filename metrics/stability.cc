@@ -54,6 +54,10 @@ absl::Status Stability::update(const EvalBatch& batch) {
     torch::NoGradGuard no_grad;
     const torch::Tensor noise = stability_noise(noise_, batch.images, batch.indices);
     noisy_similarity = forward_(batch.images + noise).similarity;
+    if (dump_) {
+      dump_->append("noise", noise, "N x c x H x W the noise added to each normalised image");
+      dump_->append("noisy_similarity", noisy_similarity, "N x P x h x w the similarity maps under that noise");
+    }
   }
   const PartHits noisy = part_hits(noisy_similarity, batch.parts, batch.labels, classes_, height_, width_, localisation_);
   const torch::Tensor same = compare_ == "sum"

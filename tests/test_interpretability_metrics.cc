@@ -437,5 +437,85 @@ TEST(InterpretabilityMetrics, GroundingIsTheMeanTopCosineToTrainingVectors) {
   EXPECT_GT(per_prototype[0], per_prototype[2]);  // a real vector is nearer the data than a random one
 }
 
+// Misalignment: images of one bright 12 px square on black; features see the image through a
+// bias-free random 3x3 conv, the prototype is the square's feature. The aligned backbone's activation
+// lies on the square, inside the protected region: an attack outside it cannot lower it. The
+// shifted backbone sees the image moved by 24 px, so its activation points 24 px away from its
+// evidence, which the attack may then change: the metric catches it. And the PGD attack lowers
+// the activation strictly more than its random start alone, with the same budget.
+class SquareBackbone : public Backbone {
+ public:
+  explicit SquareBackbone(int64_t shift) : shift_(shift) {
+    conv_ = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1).bias(false)));
+    torch::NoGradGuard no_grad;
+    conv_->weight.normal_(0.0, 1.0);
+    for (auto& p : parameters()) p.set_requires_grad(false);
+  }
+  torch::Tensor features(const torch::Tensor& images) override {
+    return unshifted(shift_ == 0 ? images : torch::roll(images, {-shift_, -shift_}, {2, 3}));
+  }
+  torch::Tensor unshifted(const torch::Tensor& images) { return torch::relu(conv_->forward(images)); }
+  torch::Tensor classify(const torch::Tensor& features) override { return features.mean({2, 3}); }
+  int64_t channels() const override { return 8; }
+  BackboneGeometry geometry() const override { return {1, 3, 0}; }
+
+ private:
+  int64_t shift_;
+  torch::nn::Conv2d conv_{nullptr};
+};
+
+json misalignment(int64_t shift, const std::string& attack) {
+  torch::manual_seed(21);
+  const int64_t n = 24;
+  // One random 12 x 12 texture, pasted at a different place in every image.
+  const torch::Tensor texture = torch::rand({3, 12, 12});
+  torch::Tensor images = torch::zeros({n, 3, kImage, kImage});
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t y = 4 + (i * 7) % 28, x = 6 + (i * 11) % 26;
+    images.index_put_({i, torch::indexing::Slice(), torch::indexing::Slice(y, y + 12), torch::indexing::Slice(x, x + 12)},
+                      texture);
+  }
+  Model model;
+  auto backbone = std::make_shared<SquareBackbone>(shift);
+  model.backbone = backbone;
+  torch::Tensor prototype;
+  {
+    torch::NoGradGuard no_grad;
+    // The feature of the texture's centre, as the unshifted view sees it.
+    const torch::Tensor centre = torch::nn::functional::pad(texture.unsqueeze(0), torch::nn::functional::PadFuncOptions({1, 1, 1, 1}));
+    prototype = backbone->unshifted(centre).select(3, 6).select(2, 6);
+  }
+  // One prototype for the square, one that fires on black (a constant direction never equals 0).
+  model.head = std::make_shared<CosineHead>(torch::cat({prototype, torch::ones({1, 8})}), torch::ones({2, 2}));
+  EvalContext context = context_for(torch::ones({2, 2}));
+  context.model = &model;
+  context.forward_images = [&](const torch::Tensor& x) { return model.head->forward(model.backbone->features(x)); };
+  auto metric = build_metric("spatial_misalignment", {{"attack", attack}});
+  EXPECT_TRUE(metric->begin(context).ok());
+  EvalBatch batch;
+  batch.split = "test";
+  batch.indices = torch::arange(n, torch::kInt64);
+  batch.labels = torch::zeros({n}, torch::kInt64);
+  batch.images = images;
+  {
+    torch::NoGradGuard no_grad;
+    const HeadOutput out = context.forward_images(images);
+    batch.similarity = out.similarity;
+    batch.presence = out.presence;
+    batch.logits = out.logits;
+  }
+  EXPECT_TRUE(metric->update(batch).ok());
+  return computed(*metric);
+}
+
+TEST(InterpretabilityMetrics, MisalignmentCatchesAnActivationMovedOffItsEvidence) {
+  const json aligned = misalignment(0, "pgd"), shifted = misalignment(24, "pgd");
+  const json random_start = misalignment(24, "random_start");
+  EXPECT_NEAR(aligned["pac"].get<double>(), 0.0, 1.0);  // the evidence is protected
+  EXPECT_GT(shifted["pac"].get<double>(), 5.0);  // measured 8.1: caught
+  EXPECT_GT(shifted["pac"].get<double>(), random_start["pac"].get<double>() + 3.0);  // measured 1.5
+  EXPECT_EQ(shifted["images"], 24);
+}
+
 }  // namespace
 }  // namespace protoquant

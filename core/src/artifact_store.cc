@@ -23,14 +23,6 @@ std::string unique_suffix() {
   return fmt::format("{}-{:016x}", ::getpid(), generator());
 }
 
-absl::StatusOr<nlohmann::json> read_json_file(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(fmt::format("{}: cannot open", path.string()));
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError(fmt::format("{}: not valid JSON", path.string()));
-  return j;
-}
-
 // Why a filed artifact cannot be used, or "" when it is whole.
 std::string check_artifact(const fs::path& folder, const std::string& stage, const std::string& key,
                            nlohmann::json* out) {

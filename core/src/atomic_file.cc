@@ -15,6 +15,14 @@
 namespace protoquant {
 namespace fs = std::filesystem;
 
+absl::StatusOr<nlohmann::json> read_json_file(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(fmt::format("{}: cannot open", path.string()));
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::DataLossError(fmt::format("{}: not valid JSON", path.string()));
+  return j;
+}
+
 namespace {
 
 fs::path temporary_for(const fs::path& path) {

@@ -142,3 +142,54 @@ absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSou
 }
 
 }  // namespace protoquant
+
+namespace protoquant {
+namespace {
+
+class InputDump : public Metric {
+ public:
+  explicit InputDump(const EvalDump& dump) : out_(dump) {}
+  MetricNeeds needs() const override {
+    MetricNeeds n;
+    n.similarity = true;
+    n.parts = parts_;
+    return n;
+  }
+  absl::Status begin(const EvalContext& context) override {
+    out_.set("class_weights", context.class_weights, "C x P non-negative class weights W (relu applied)");
+    out_.set("prototypes", context.model->head->prototypes(), "P x d prototype vectors");
+    out_.note("split", context.split);
+    out_.note("image_size", {context.image_height, context.image_width});
+    out_.note("feature_size", {context.feature_height, context.feature_width});
+    out_.note("geometry", context.geometry.to_json());
+    if (context.dataset) out_.note("part_names", context.dataset->part_names);
+    return absl::OkStatus();
+  }
+  absl::Status update(const EvalBatch& b) override {
+    out_.append("indices", b.indices, "N int64 sample index within the split");
+    out_.append("labels", b.labels, "N int64 labels");
+    out_.append("similarity", b.similarity, "N x P x h x w cosine similarity S of every prototype, feature resolution");
+    out_.append("presence", b.presence, "N x P presence a = max_hw softmax_p(S / tau)");
+    out_.append("logits", b.logits, "N x C logits of the interpretable model");
+    if (b.parts.defined()) out_.append("parts", b.parts, "N x K x 3 part keypoints (x, y, visible) in input pixels");
+    if (b.boxes.defined()) out_.append("boxes", b.boxes, "N x 4 object boxes (x0, y0, x1, y1) in input pixels");
+    return absl::OkStatus();
+  }
+  absl::Status merge(const Metric&) override { return absl::UnimplementedError("the input dump does not merge"); }
+  absl::StatusOr<nlohmann::json> compute() override { return nlohmann::json::object(); }
+  void set_parts(bool parts) { parts_ = parts; }
+
+ private:
+  EvalDump out_;
+  bool parts_ = false;
+};
+
+}  // namespace
+
+std::shared_ptr<Metric> make_input_dump(const EvalDump& dump, bool with_parts) {
+  auto metric = std::make_shared<InputDump>(dump);
+  metric->set_parts(with_parts);
+  return metric;
+}
+
+}  // namespace protoquant

@@ -39,14 +39,6 @@ void freeze(torch::nn::Module& module) {
   for (auto& p : module.parameters()) p.set_requires_grad(false);
 }
 
-absl::StatusOr<nlohmann::json> read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(fmt::format("{}: cannot open", path.string()));
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError(fmt::format("{}: not valid JSON", path.string()));
-  return j;
-}
-
 // What a training stage reports (best_epoch is 1-based, 0 when not validated).
 nlohmann::json training_record(const TrainSummary& summary) {
   return {{"steps", summary.steps},
@@ -132,7 +124,7 @@ absl::StatusOr<ExperimentRun::Outcome> ExperimentRun::run_stage(
   const auto start = Clock::now();
   const fs::path record_file = run_dir_ / "stages" / (stage + ".json");
   if (mode_ == RunMode::kOpen) {
-    auto record = read_json(record_file);
+    auto record = read_json_file(record_file);
     if (!record.ok()) {
       return absl::FailedPreconditionError(
           fmt::format("{}: the run has no finished '{}' stage (run it first)", run_dir_.string(), stage));
@@ -289,17 +281,24 @@ absl::Status ExperimentRun::compute_keys() {
   // feature cache files them, per split, when store_features is set).
   add("features", {{"blackbox", keys_["blackbox"].key}, {"dataset", dataset}, {"dtype", exp.get_string("feature_dtype")}});
   const std::string features = keys_["features"].key;
-  add("codebook", {{"features", features},
-                   {"quantizer", component_identity(spec_.quantizer)},
-                   {"settings", spec_.stages.at("codebook").to_json()},
-                   {"splits", splits}});
-  std::string quantizer_stage = "codebook";
-  if (spec_.stages.at("prune").get_int("target") > 0) {
+  // A head that learns its own prototypes (free_prototypes) runs with no [quantizer]: no codebook
+  // and no pruning stage.
+  std::string quantizer_stage;
+  if (has_quantizer()) {
+    add("codebook", {{"features", features},
+                     {"quantizer", component_identity(spec_.quantizer)},
+                     {"settings", spec_.stages.at("codebook").to_json()},
+                     {"splits", splits}});
+    quantizer_stage = "codebook";
+  } else if (spec_.stages.at("prune").get_int("target") > 0) {
+    return absl::InvalidArgumentError("stages.prune.target needs a [quantizer]: pruning removes codebook codes");
+  }
+  if (has_quantizer() && spec_.stages.at("prune").get_int("target") > 0) {
     add("prune", {{"codebook", keys_["codebook"].key}, {"features", features}, {"settings", spec_.stages.at("prune").to_json()},
                   {"splits", splits}});
     quantizer_stage = "prune";
   }
-  add("head", {{"quantizer", keys_[quantizer_stage].key},
+  add("head", {{"quantizer", quantizer_stage.empty() ? std::string("none") : keys_[quantizer_stage].key},
                {"features", features},
                {"head", component_identity(spec_.head)},
                {"settings", spec_.stages.at("head").to_json()},
@@ -539,6 +538,7 @@ absl::Status ExperimentRun::build_quantizer() {
 
 // Stage 1: the codebook, learned through the frozen original head.
 absl::Status ExperimentRun::codebook() {
+  if (!has_quantizer()) return absl::OkStatus();
   PQ_RETURN_IF_ERROR(build_quantizer());
   auto quantizer = model_.quantizer;
   const fs::path saved = run_dir_ / "model" / "quantizer.pt";
@@ -578,7 +578,7 @@ absl::Status ExperimentRun::codebook() {
 absl::Status ExperimentRun::prune() {
   const Params& stage = spec_.stages.at("prune");
   const int64_t target = stage.get_int("target");
-  if (target == 0) return absl::OkStatus();
+  if (target == 0 || !has_quantizer()) return absl::OkStatus();
   auto quantizer = model_.quantizer;
   const fs::path saved = run_dir_ / "model" / "quantizer_pruned.pt";
   const int64_t initial = quantizer->num_codes();
@@ -639,8 +639,10 @@ absl::Status ExperimentRun::prune() {
 
 absl::Status ExperimentRun::build_head() {
   reseed(3);
-  context_.prototypes = model_.quantizer->codebook().detach().clone();
-  context_.prototype_groups = model_.quantizer->subspaces();
+  if (model_.quantizer) {
+    context_.prototypes = model_.quantizer->codebook().detach().clone();
+    context_.prototype_groups = model_.quantizer->subspaces();
+  }
   PQ_ASSIGN_OR_RETURN(model_.head, registry_.heads.build(spec_.head.type, spec_.head.params, context_));
   model_.head->to(context_.device);
   return absl::OkStatus();
@@ -690,8 +692,13 @@ absl::StatusOr<std::map<std::string, nlohmann::json>> ExperimentRun::compute_met
   for (size_t i : which) {
     const ComponentSpec& metric_spec = spec_.metrics[i];
     PQ_ASSIGN_OR_RETURN(auto metric, registry_.metrics.build(metric_spec.type, metric_spec.params, context_));
+    if (settings_.dump) metric->dump_to(settings_.dump->scoped(metric_instances_[i]));
     metrics.push_back(metric);
     pointers.push_back(metric.get());
+  }
+  if (settings_.dump) {
+    metrics.push_back(make_input_dump(*settings_.dump, dataset_->info().has_parts));
+    pointers.push_back(metrics.back().get());
   }
   PQ_ASSIGN_OR_RETURN(TensorSource* features, eval_features());
   model_.head->eval();
@@ -727,7 +734,8 @@ absl::Status ExperimentRun::evaluate() {
   std::vector<size_t> pending;
   for (size_t i = 0; i < spec_.metrics.size(); ++i) {
     const std::string stage = "metric." + metric_instances_[i];
-    if (mode_ == RunMode::kRun && (forced(stage) || !store_.contains(stage, keys_.at(stage).key))) pending.push_back(i);
+    const bool filed = !forced(stage) && store_.contains(stage, keys_.at(stage).key);
+    if (mode_ == RunMode::kRun && (!filed || settings_.dump)) pending.push_back(i);
   }
   std::map<std::string, nlohmann::json> computed;
   if (!pending.empty()) {

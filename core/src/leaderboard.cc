@@ -103,6 +103,8 @@ bool run_specific_parameter(const std::string& key, const RunParameter& value) {
                                                  "experiment.threads", "experiment.store",          "experiment.store_features",
                                                  "plugins"};
   if (kRunKeys.count(key) > 0) return true;
+  // What was measured (the [[metrics]] entries), not the model: `protoquant evaluate` adds some.
+  if (starts_with(key, "metrics.")) return true;
   return value.value.is_string() && starts_with(value.text, "/");
 }
 

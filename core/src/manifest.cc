@@ -353,9 +353,10 @@ ManifestValidation validate_manifest(const fs::path& manifest, const toml::table
   if (spec.experiment.get_string("name").empty()) spec.experiment.set("name", manifest.stem().string());
 
   struct Slot { const char* kind; ComponentSpec* out; };
+  // [quantizer] is optional: a head with free prototypes (free_prototypes) has no codebook.
   for (Slot slot : {Slot{"dataset", &spec.dataset}, Slot{"backbone", &spec.backbone},
                     Slot{"quantizer", &spec.quantizer}, Slot{"head", &spec.head}}) {
-    if (const toml::table* table = table_of(slot.kind, true)) {
+    if (const toml::table* table = table_of(slot.kind, std::string(slot.kind) != "quantizer")) {
       if (auto component = v.validate_component(*table, slot.kind, slot.kind)) *slot.out = std::move(*component);
     }
   }
@@ -410,7 +411,7 @@ ManifestValidation validate_manifest(const fs::path& manifest, const toml::table
   r["experiment"] = spec.experiment.to_json();
   r["dataset"] = component_json(spec.dataset);
   r["backbone"] = component_json(spec.backbone);
-  r["quantizer"] = component_json(spec.quantizer);
+  if (!spec.quantizer.type.empty()) r["quantizer"] = component_json(spec.quantizer);
   r["head"] = component_json(spec.head);
   for (const auto& [stage, params] : spec.stages) r["stages"][stage] = params.to_json();
   r["metrics"] = nlohmann::json::array();

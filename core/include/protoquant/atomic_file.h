@@ -7,11 +7,16 @@
 #include <string>
 
 #include <absl/status/status.h>
+#include <absl/status/statusor.h>
+#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
 namespace protoquant {
 
 absl::Status write_file_atomic(const std::filesystem::path& path, const std::string& content);
+
+// A JSON file, whole: NotFound when it cannot be opened, DataLoss when it does not parse.
+absl::StatusOr<nlohmann::json> read_json_file(const std::filesystem::path& path);
 
 // Runs `writer(temporary_path)` and renames the result into place (for writers that need a path,
 // such as torch::save).

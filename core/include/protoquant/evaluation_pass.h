@@ -37,6 +37,11 @@ EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
                               int64_t train_size, torch::Device device);
 
+// With --dump: a metric of the pass that records its shared inputs (per evaluated image: the
+// similarity map of every prototype at feature resolution, presence, logits, labels, part
+// keypoints and boxes; the class weights, prototypes, image size and backbone geometry).
+std::shared_ptr<Metric> make_input_dump(const EvalDump& dump, bool with_parts);
+
 // A metric that needs part keypoints on a dataset without them: one clear line.
 absl::Status require_parts(const EvalContext& context, const std::string& metric);
 

@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include "protoquant/artifact_store.h"
+#include "protoquant/eval_dump.h"
 #include "protoquant/build_context.h"
 #include "protoquant/experiment_spec.h"
 #include "protoquant/model.h"
@@ -60,6 +61,8 @@ struct RunSettings {
   std::shared_ptr<DatasetCache> datasets;  // optional
   // "stage/key" of the stages --force recomputed in this command (shared by a sweep's members).
   std::shared_ptr<std::set<std::string>> recomputed;
+  // `protoquant evaluate --dump`: every metric is computed (filed ones too) and records its inputs here.
+  std::shared_ptr<EvalDump> dump;
 };
 
 // One line of a run's plan: a stage, its key, and whether the store already holds it.
@@ -106,6 +109,7 @@ class ExperimentRun {
                                     const std::function<absl::StatusOr<nlohmann::json>()>& compute,
                                     const std::function<absl::Status()>& prepare = nullptr);
   bool forced(const std::string& stage) const;
+  bool has_quantizer() const { return !spec_.quantizer.type.empty(); }
 
   absl::Status start();
   absl::Status prepare_folder();

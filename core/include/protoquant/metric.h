@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <absl/status/status.h>
@@ -18,6 +19,7 @@
 
 #include "protoquant/backbone.h"
 #include "protoquant/dataset.h"
+#include "protoquant/eval_dump.h"
 #include "protoquant/head.h"
 #include "protoquant/model.h"
 
@@ -81,6 +83,13 @@ class Metric {
   // {"values": {name: number, ...}, "settings": {...}}: every setting that shaped the values is
   // recorded beside them.
   virtual absl::StatusOr<nlohmann::json> compute() = 0;
+
+  // `protoquant evaluate --dump`: where this metric puts the arrays it computed from beyond the
+  // pass's shared inputs (noise realisations, attacked maps, top-k lists), named within its view.
+  void dump_to(const EvalDump& dump) { dump_ = dump; }
+
+ protected:
+  std::optional<EvalDump> dump_;
 };
 
 }  // namespace protoquant

@@ -22,7 +22,7 @@ class ValidateCommand : public Command {
     const auto& first = members->front().spec;
     const bool sweep = members->size() > 1 || !members->front().assignment.empty();
     fmt::print("{}: ok (dataset {}, backbone {}, quantizer {}, head {}{})\n", manifest_, first.dataset.type,
-               first.backbone.type, first.quantizer.type, first.head.type,
+               first.backbone.type, first.quantizer.type.empty() ? "none" : first.quantizer.type, first.head.type,
                sweep ? fmt::format("; a sweep of {} members", members->size()) : "");
     return absl::OkStatus();
   }
