@@ -10,7 +10,9 @@
 namespace protoquant::metrics {
 
 ParamSchema Consistency::schema() {
-  ParamSchema schema{ParamSpec::Float("part_threshold", 0.8, "a part must be hit on this fraction of images").range(0, 1)};
+  ParamSchema schema{ParamSpec::Float("part_threshold", 0.8, "a part must be hit on this fraction of images").range(0, 1),
+                     ParamSpec::Bool("merge_left_right", false,
+                                     "count 'left X' as 'right X' (the reference does not; purity does)")};
   return schema.extend(localisation_schema()).extend(prototype_classes_schema());
 }
 
@@ -19,7 +21,9 @@ absl::Status Consistency::begin(const EvalContext& context) {
   height_ = context.image_height;
   width_ = context.image_width;
   classes_ = prototype_classes(context.class_weights, rule_);
-  const int64_t parts = static_cast<int64_t>(context.dataset->part_names.size());
+  int64_t parts = 0;
+  const std::vector<int64_t> group = part_groups(context.dataset->part_names, merge_, &parts);
+  groups_ = group_matrix(group, parts);
   hits_ = torch::zeros({classes_.size(0), parts}, torch::kInt64);
   visible_ = torch::zeros_like(hits_);
   return absl::OkStatus();
@@ -27,8 +31,10 @@ absl::Status Consistency::begin(const EvalContext& context) {
 
 absl::Status Consistency::update(const EvalBatch& batch) {
   const PartHits hits = part_hits(batch.similarity, batch.parts, batch.labels, classes_, height_, width_, localisation_);
-  const torch::Tensor visible = batch.parts.select(2, 2).to(torch::kCPU).gt(0.5).to(torch::kInt64);  // B x K
-  hits_ += hits.hits.to(torch::kInt64).sum(0);
+  // Per merged part (G): a hit or a visible part of the group counts once (OR).
+  const torch::Tensor visible =
+      batch.parts.select(2, 2).to(torch::kCPU).gt(0.5).to(torch::kFloat32).matmul(groups_).gt(0).to(torch::kInt64);  // B x G
+  hits_ += hits.hits.to(torch::kFloat32).matmul(groups_).gt(0).to(torch::kInt64).sum(0);  // P x G
   visible_ += hits.evaluated.to(torch::kInt64).t().matmul(visible);  // P x K
   return absl::OkStatus();
 }
@@ -57,6 +63,7 @@ absl::StatusOr<nlohmann::json> Consistency::compute() {
   nlohmann::json settings = localisation_.to_json();
   settings.update(rule_.to_json());
   settings["part_threshold"] = part_threshold_;
+  settings["merge_left_right"] = merge_;
   settings["map"] = "similarity";
   return nlohmann::json{
       {"values",

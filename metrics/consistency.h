@@ -1,7 +1,7 @@
 // consistency (EvalProtoPNet, Huang et al. ICCV 2023; METHOD.md): a prototype is consistent when
 // some part lies in the region around its peak on >= part_threshold of its classes' test images
 // where that part is visible. Score = 100 x the fraction of consistent prototypes. Left and right
-// parts are not merged (as the reference). The state is per (prototype, part) hit and visibility
+// parts are not merged (as the reference; merge_left_right = true merges them as purity does). The state is per (prototype, part) hit and visibility
 // counts, so it streams and merges.
 #pragma once
 
@@ -13,8 +13,8 @@ namespace protoquant::metrics {
 
 class Consistency : public Metric {
  public:
-  Consistency(LocalisationSettings localisation, PrototypeClassRule classes, double part_threshold)
-      : localisation_(localisation), rule_(std::move(classes)), part_threshold_(part_threshold) {}
+  Consistency(LocalisationSettings localisation, PrototypeClassRule classes, double part_threshold, bool merge_left_right)
+      : localisation_(localisation), rule_(std::move(classes)), part_threshold_(part_threshold), merge_(merge_left_right) {}
   static ParamSchema schema();
 
   MetricNeeds needs() const override {
@@ -31,6 +31,8 @@ class Consistency : public Metric {
   LocalisationSettings localisation_;
   PrototypeClassRule rule_;
   double part_threshold_;
+  bool merge_;
+  torch::Tensor groups_;  // K x G one-hot: parts merged by OR (identity unless merge_left_right)
   int64_t height_ = 0, width_ = 0;
   torch::Tensor classes_;  // P x C bool
   torch::Tensor hits_;     // P x K int64: images of p's classes where part k is in p's region

@@ -1,8 +1,32 @@
 #include "part_hits.h"
 
+#include <algorithm>
+#include <map>
+
 #include <torch/torch.h>
 
 namespace protoquant::metrics {
+
+std::vector<int64_t> part_groups(const std::vector<std::string>& names, bool merge_left_right, int64_t* groups) {
+  std::map<std::string, int64_t> group_of;
+  std::vector<int64_t> group(names.size());
+  for (size_t k = 0; k < names.size(); ++k) {
+    std::string name = names[k];
+    if (merge_left_right && name.rfind("left ", 0) == 0) {
+      const std::string right = "right " + name.substr(5);
+      if (std::find(names.begin(), names.end(), right) != names.end()) name = right;
+    }
+    group[k] = group_of.emplace(name, static_cast<int64_t>(group_of.size())).first->second;
+  }
+  *groups = static_cast<int64_t>(group_of.size());
+  return group;
+}
+
+torch::Tensor group_matrix(const std::vector<int64_t>& group, int64_t groups) {
+  torch::Tensor m = torch::zeros({static_cast<int64_t>(group.size()), groups});
+  for (size_t k = 0; k < group.size(); ++k) m[static_cast<int64_t>(k)][group[k]] = 1;
+  return m;
+}
 
 PartHits part_hits(const torch::Tensor& similarity, const torch::Tensor& parts, const torch::Tensor& labels,
                    const torch::Tensor& classes, int64_t height, int64_t width, const LocalisationSettings& settings) {

@@ -3,6 +3,9 @@
 // parts that lie in the region around the peak of the prototype's upsampled similarity map.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <torch/types.h>
 
 #include "protoquant/localisation.h"
@@ -13,6 +16,13 @@ struct PartHits {
   torch::Tensor evaluated;  // B x P bool: the pair is evaluated (the label is a class of p)
   torch::Tensor hits;       // B x P x K bool (false where not evaluated)
 };
+
+// Part groups by name: with `merge_left_right`, "left X" counts as "right X" when both exist
+// (CUB's 15 parts become 12); otherwise every part is its own group. Returns K group ids.
+std::vector<int64_t> part_groups(const std::vector<std::string>& names, bool merge_left_right, int64_t* groups);
+
+// K x G float one-hot of `group` (for merging per-part counts by OR: x @ onehot > 0).
+torch::Tensor group_matrix(const std::vector<int64_t>& group, int64_t groups);
 
 // similarity B x P x h x w, parts B x K x 3, labels B, classes P x C bool (all on any device).
 PartHits part_hits(const torch::Tensor& similarity, const torch::Tensor& parts, const torch::Tensor& labels,

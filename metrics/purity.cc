@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "part_hits.h"
 #include "protoquant/evaluation_pass.h"
 #include "protoquant/status.h"
 
@@ -16,7 +17,11 @@ ParamSchema Purity::schema() {
   ParamSchema schema{
       ParamSpec::Int("top_k", 10, "training images per prototype").range(1, 100000),
       ParamSpec::Float("weight_threshold", 1e-5, "prototypes whose largest class weight exceeds this").min(0),
-      ParamSpec::Bool("merge_left_right", true, "count 'left X' as 'right X' (CUB's 15 parts become 12)")};
+      ParamSpec::Bool("merge_left_right", true, "count 'left X' as 'right X' (CUB's 15 parts become 12)"),
+      ParamSpec::String("denominator", "visible",
+                        "per part: hits over the top images where it is visible (visible, PIP-Net) or over all "
+                        "top images (top_k, the corrected variant)")
+          .one_of({"visible", "top_k"})};
   // PIP-Net finds the peak by max over rows, then over columns.
   ParamSchema localisation = localisation_schema();
   return schema.extend(localisation.with_default("ties", std::string("column_first")));
@@ -27,20 +32,7 @@ absl::Status Purity::begin(const EvalContext& context) {
   height_ = context.image_height;
   width_ = context.image_width;
   const auto& names = context.dataset->part_names;
-  // Merged parts: "left X" joins "right X" when both exist; every other part is its own group.
-  std::map<std::string, int64_t> group_of;
-  std::vector<int64_t> group(names.size());
-  for (size_t k = 0; k < names.size(); ++k) {
-    std::string name = names[k];
-    if (merge_ && name.rfind("left ", 0) == 0) {
-      const std::string right = "right " + name.substr(5);
-      if (std::find(names.begin(), names.end(), right) != names.end()) name = right;
-    }
-    auto [it, added] = group_of.emplace(name, static_cast<int64_t>(group_of.size()));
-    group[k] = it->second;
-  }
-  groups_ = static_cast<int64_t>(group_of.size());
-  part_group_ = torch::tensor(group, torch::kInt64);
+  part_group_ = torch::tensor(part_groups(names, merge_, &groups_), torch::kInt64);
   selected_ = std::get<0>(context.class_weights.max(0)).gt(weight_threshold_);
   const int64_t p = context.class_weights.size(1);
   const int64_t k = static_cast<int64_t>(names.size());
@@ -141,11 +133,12 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
     dump_->set("part_group", part_group_, "K the merged part each keypoint counts for (left into right)");
     dump_->set("selected", selected_, "P prototypes evaluated (largest class weight above weight_threshold)");
   }
-  const torch::Tensor per_part = torch::where(visible.gt(0), hits / visible.clamp_min(1), torch::zeros_like(hits));
+  const torch::Tensor denominator = denominator_ == "visible" ? visible : filled.to(torch::kFloat64).sum(1).expand_as(hits);
+  const torch::Tensor per_part = torch::where(denominator.gt(0), hits / denominator.clamp_min(1), torch::zeros_like(hits));
   const torch::Tensor purity = std::get<0>(per_part.max(1)).masked_select(selected_);  // count
   nlohmann::json settings = localisation_.to_json();
   settings.update({{"top_k", top_k_}, {"weight_threshold", weight_threshold_}, {"merge_left_right", merge_},
-                   {"merged_parts", groups_}, {"map", "similarity, unclamped"}, {"denominator", "visible"}});
+                   {"merged_parts", groups_}, {"map", "similarity, unclamped"}, {"denominator", denominator_}});
   return nlohmann::json{{"values",
                          {{"purity", purity.mean().item<double>()},
                           {"purity_std", count > 1 ? purity.std().item<double>() : 0.0},

@@ -2,7 +2,8 @@
 // above weight_threshold, its top_k training images by the (unclamped) maximum of its similarity
 // map; at each, the patch around the peak cell (localisation.h, purity_patch) is tested against
 // the visible part keypoints. Per part: the mean of hits over those top images where the part is
-// visible (PIP-Net's denominator, not / top_k); a prototype's purity is its best part. Left parts
+// visible (PIP-Net's denominator; denominator = "top_k" divides by the top images instead); a
+// prototype's purity is its best part. Left parts
 // are merged into right ones by OR (merge_left_right; part names "left X" / "right X").
 // Reported: mean, std and the count above 0.5. The state is a running top-k per prototype.
 //
@@ -17,8 +18,10 @@ namespace protoquant::metrics {
 
 class Purity : public Metric {
  public:
-  Purity(LocalisationSettings localisation, int64_t top_k, double weight_threshold, bool merge_left_right)
-      : localisation_(localisation), top_k_(top_k), weight_threshold_(weight_threshold), merge_(merge_left_right) {}
+  Purity(LocalisationSettings localisation, int64_t top_k, double weight_threshold, bool merge_left_right,
+         std::string denominator)
+      : localisation_(localisation), top_k_(top_k), weight_threshold_(weight_threshold), merge_(merge_left_right),
+        denominator_(std::move(denominator)) {}
   static ParamSchema schema();
 
   MetricNeeds needs() const override {
@@ -45,6 +48,7 @@ class Purity : public Metric {
   int64_t top_k_;
   double weight_threshold_;
   bool merge_;
+  std::string denominator_;
   int64_t height_ = 0, width_ = 0;
   torch::Tensor part_group_;  // K int64: the merged part each keypoint counts for
   int64_t groups_ = 0;

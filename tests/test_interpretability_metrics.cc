@@ -517,5 +517,51 @@ TEST(InterpretabilityMetrics, MisalignmentCatchesAnActivationMovedOffItsEvidence
   EXPECT_EQ(shifted["images"], 24);
 }
 
+// The reference quirks are settings: left/right merging in consistency (the reference does not
+// merge; purity does) and purity's denominator (visible parts, PIP-Net; or all top images).
+TEST(InterpretabilityMetrics, ReferenceQuirksAreOneSettingAway) {
+  DatasetInfo info;
+  info.name = "birds";
+  info.has_parts = true;
+  info.part_names = {"left eye", "right eye", "beak"};
+  EvalContext context;
+  context.dataset = &info;
+  context.class_weights = torch::ones({1, 1});
+  context.image_height = context.image_width = kImage;
+  // One prototype peaking at (10, 10) on both images (maps at input resolution: no resampling).
+  torch::Tensor maps = torch::zeros({2, 1, kImage, kImage});
+  maps.index_put_({torch::indexing::Slice(), 0, 10, 10}, 1.0);
+  // Image 0: the right eye at the peak, the left one far; image 1 the other way round.
+  const torch::Tensor parts = torch::tensor({{{40.f, 40.f, 1.f}, {10.f, 10.f, 1.f}, {0.f, 0.f, 0.f}},
+                                             {{10.f, 10.f, 1.f}, {40.f, 40.f, 1.f}, {0.f, 0.f, 0.f}}});
+  EvalBatch batch;
+  batch.split = "test";
+  batch.indices = torch::arange(2, torch::kInt64);
+  batch.labels = torch::zeros({2}, torch::kInt64);
+  batch.parts = parts;
+  batch.similarity = maps;
+  batch.presence = torch::ones({2, 1});
+  for (const bool merge : {false, true}) {
+    auto consistency = build_metric("consistency", {{"half_size", int64_t{6}}, {"merge_left_right", merge}});
+    ASSERT_TRUE(consistency->begin(context).ok());
+    ASSERT_TRUE(consistency->update(batch).ok());
+    // Unmerged: each eye is hit on 1 of its 2 visible images (0.5 < 0.8); merged: the eye 2 of 2.
+    EXPECT_DOUBLE_EQ(computed(*consistency)["consistency"].get<double>(), merge ? 100.0 : 0.0) << merge;
+  }
+  // Purity over both images (top_k 2): image 1 has its left eye in the patch and no beak; the
+  // beak is visible nowhere. With only the right eye visible on image 0, in the patch:
+  batch.parts = torch::tensor({{{0.f, 0.f, 0.f}, {10.f, 10.f, 1.f}, {0.f, 0.f, 0.f}},
+                               {{0.f, 0.f, 0.f}, {0.f, 0.f, 0.f}, {0.f, 0.f, 0.f}}});
+  for (const std::string denominator : {"visible", "top_k"}) {
+    auto purity = build_metric("purity", {{"patch_size", int64_t{8}}, {"top_k", int64_t{2}}, {"denominator", denominator}});
+    ASSERT_TRUE(purity->begin(context).ok());
+    EvalBatch train = batch;
+    train.split = "train";
+    ASSERT_TRUE(purity->update(train).ok());
+    // The eye is hit on the one top image where it is visible: 1/1, or 1/2 of the top images.
+    EXPECT_DOUBLE_EQ(computed(*purity)["purity"].get<double>(), denominator == "visible" ? 1.0 : 0.5) << denominator;
+  }
+}
+
 }  // namespace
 }  // namespace protoquant
