@@ -79,6 +79,8 @@ absl::StatusOr<std::shared_ptr<Dataset>> IdxDataset::open(const Params& params) 
     dataset->mean_ = 0.0;
     dataset->std_ = 1.0;
   }
+  info.mean.assign(static_cast<size_t>(info.channels), dataset->mean_);
+  info.std.assign(static_cast<size_t>(info.channels), dataset->std_);
   dataset->limit_ = params.get_int("limit");
   dataset->identity_ = fmt::format("idx|{}|{}|{}|limit={}", fs::absolute(root).string(),
                                    dataset->train_.images.size(0), dataset->test_.images.size(0), dataset->limit_);

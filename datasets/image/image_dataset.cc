@@ -125,6 +125,8 @@ ImageDataset::ImageDataset(DatasetInfo info, ImageOptions options, std::map<std:
       identity_(std::move(identity)),
       pool_(std::move(pool)) {
   info_.channels = 3;
+  info_.mean.assign(options_.mean, options_.mean + 3);
+  info_.std.assign(options_.std, options_.std + 3);
   info_.height = options_.eval.height();
   info_.width = options_.eval.width();
   for (const auto& [name, records] : splits_) draws_[name].assign(records.size(), 0);

@@ -30,6 +30,9 @@ struct DatasetInfo {
     std::string reason;
   };
   std::vector<Skipped> skipped;
+  // How a batch's images are normalised, per channel (RGB, or one grey channel): a pixel in
+  // [0, 1] is image * std + mean. For drawing what the model sees (previews, explanations).
+  std::vector<double> mean, std;
 };
 
 struct Batch {

@@ -25,12 +25,15 @@ std::string name_list(const std::vector<std::string>& names, size_t shown) {
 
 }  // namespace
 
-absl::Status print_data_summary(const ExperimentSpec& spec, Registry& registry) {
+absl::StatusOr<std::shared_ptr<Dataset>> open_dataset(const ExperimentSpec& spec, Registry& registry) {
   BuildContext context;
   context.seed = static_cast<uint64_t>(spec.experiment.get_int("seed"));
   context.base_dir = spec.base_dir.string();
-  PQ_ASSIGN_OR_RETURN(std::shared_ptr<Dataset> dataset,
-                      registry.datasets.build(spec.dataset.type, spec.dataset.params, context));
+  return registry.datasets.build(spec.dataset.type, spec.dataset.params, context);
+}
+
+absl::Status print_data_summary(const ExperimentSpec& spec, Dataset& data) {
+  Dataset* dataset = &data;
   const DatasetInfo& info = dataset->info();
   fmt::print("dataset: {} ({})\n", info.name, spec.dataset.type);
   fmt::print("images: {} x {} x {} (C x H x W, after the transform)\n", info.channels, info.height, info.width);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <absl/status/status.h>
@@ -12,9 +13,12 @@
 
 namespace protoquant {
 
-// Builds the manifest's dataset and prints samples per split, classes, image size, annotations
-// (parts, boxes) and every sample skipped as bad, by file and reason.
-absl::Status print_data_summary(const ExperimentSpec& spec, Registry& registry);
+// The manifest's dataset, built as a run builds it (its seed, its folder for relative paths).
+absl::StatusOr<std::shared_ptr<Dataset>> open_dataset(const ExperimentSpec& spec, Registry& registry);
+
+// Prints samples per split, classes, image size, annotations (parts, boxes) and every sample
+// skipped as bad, by file and reason.
+absl::Status print_data_summary(const ExperimentSpec& spec, Dataset& dataset);
 
 struct LoaderBenchOptions {
   std::string root;     // every .jpg/.jpeg/.png under it
