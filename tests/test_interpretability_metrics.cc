@@ -15,12 +15,16 @@
 #include "protoquant/localisation.h"
 #include "protoquant/metric.h"
 
+#include "test_models.h"
 #include "test_support.h"
 
 namespace protoquant {
 namespace {
 
 using nlohmann::json;
+using testing::ConvBackbone;
+using testing::CosineHead;
+using testing::SquareBackbone;
 
 // --- the localisation service ---------------------------------------------------------------
 
@@ -313,39 +317,6 @@ TEST(InterpretabilityMetrics, MetricsThatNeedPartsRefuseADatasetWithout) {
 
 // --- a small real model: stability, sizes and grounding ---------------------------------------
 
-// Features = ReLU of a fixed random 3x3 convolution (stride 1): the map is the image's size.
-class ConvBackbone : public Backbone {
- public:
-  ConvBackbone() { conv_ = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1))); }
-  torch::Tensor features(const torch::Tensor& images) override { return torch::relu(conv_->forward(images)); }
-  torch::Tensor classify(const torch::Tensor& features) override { return features.mean({2, 3}); }
-  int64_t channels() const override { return 8; }
-  BackboneGeometry geometry() const override { return {1, 3, 0}; }
-
- private:
-  torch::nn::Conv2d conv_{nullptr};
-};
-
-// Cosine similarity to fixed prototypes, presence = the map's max, logits = presence W^T.
-class CosineHead : public Head {
- public:
-  CosineHead(torch::Tensor prototypes, torch::Tensor weights) : prototypes_(prototypes), weights_(weights) {}
-  HeadOutput forward(const torch::Tensor& features) override {
-    namespace F = torch::nn::functional;
-    const torch::Tensor z = F::normalize(features, F::NormalizeFuncOptions().dim(1).eps(1e-6));
-    const torch::Tensor e = F::normalize(prototypes_, F::NormalizeFuncOptions().dim(1).eps(1e-6));
-    HeadOutput out;
-    out.similarity = torch::einsum("bdhw,pd->bphw", {z, e});
-    out.presence = std::get<0>(out.similarity.flatten(2).max(2));
-    out.logits = out.presence.matmul(weights_.t());
-    return out;
-  }
-  torch::Tensor class_weights() const override { return weights_; }
-  torch::Tensor prototypes() const override { return prototypes_; }
-
- private:
-  torch::Tensor prototypes_, weights_;
-};
 
 TEST(InterpretabilityMetrics, StabilityIsHundredWithoutNoiseAndFallsAsTheNoiseGrows) {
   const auto& data = synth_data();
@@ -437,33 +408,12 @@ TEST(InterpretabilityMetrics, GroundingIsTheMeanTopCosineToTrainingVectors) {
   EXPECT_GT(per_prototype[0], per_prototype[2]);  // a real vector is nearer the data than a random one
 }
 
-// Misalignment: images of one bright 12 px square on black; features see the image through a
-// bias-free random 3x3 conv, the prototype is the square's feature. The aligned backbone's activation
+// Misalignment: images of one random 12 px texture on black; features see the image through a
+// bias-free random 3x3 conv (SquareBackbone), the prototype is the texture centre's feature. The aligned backbone's activation
 // lies on the square, inside the protected region: an attack outside it cannot lower it. The
 // shifted backbone sees the image moved by 24 px, so its activation points 24 px away from its
 // evidence, which the attack may then change: the metric catches it. And the PGD attack lowers
 // the activation strictly more than its random start alone, with the same budget.
-class SquareBackbone : public Backbone {
- public:
-  explicit SquareBackbone(int64_t shift) : shift_(shift) {
-    conv_ = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1).bias(false)));
-    torch::NoGradGuard no_grad;
-    conv_->weight.normal_(0.0, 1.0);
-    for (auto& p : parameters()) p.set_requires_grad(false);
-  }
-  torch::Tensor features(const torch::Tensor& images) override {
-    return unshifted(shift_ == 0 ? images : torch::roll(images, {-shift_, -shift_}, {2, 3}));
-  }
-  torch::Tensor unshifted(const torch::Tensor& images) { return torch::relu(conv_->forward(images)); }
-  torch::Tensor classify(const torch::Tensor& features) override { return features.mean({2, 3}); }
-  int64_t channels() const override { return 8; }
-  BackboneGeometry geometry() const override { return {1, 3, 0}; }
-
- private:
-  int64_t shift_;
-  torch::nn::Conv2d conv_{nullptr};
-};
-
 json misalignment(int64_t shift, const std::string& attack) {
   torch::manual_seed(21);
   const int64_t n = 24;

@@ -90,8 +90,9 @@ class ExperimentRun {
   const ExperimentSpec& spec() const { return spec_; }
   const std::filesystem::path& run_dir() const { return run_dir_; }
   const ArtifactStore& store() const { return store_; }
-  // The evaluation split's features (computed, or read from the store, on first use).
+  // The evaluation and training splits' features (computed, or read from the store, on first use).
   absl::StatusOr<TensorSource*> eval_features();
+  absl::StatusOr<TensorSource*> train_features();
   // Accuracy of g on quantized maps / of the head, over a split's features, in eval mode.
   absl::StatusOr<double> quantized_accuracy(TensorSource& features);
   absl::StatusOr<double> head_accuracy(TensorSource& features);
@@ -119,7 +120,6 @@ class ExperimentRun {
   absl::Status codebook();
   absl::Status prune();
   absl::Status head();
-  absl::StatusOr<TensorSource*> train_features();
   absl::Status read_training_features();  // train, validation and eval features, before a stage's clock
   absl::StatusOr<TensorSource*> validation_features();
   absl::StatusOr<std::unique_ptr<TensorSource>> extract(const std::string& split);

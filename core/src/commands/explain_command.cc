@@ -1,0 +1,74 @@
+// `protoquant explain RUN --test-index I [--top K] [--class C] [--patches N] [--out FILE.png]`:
+// "this looks like that" for one test image of a finished run (explanation.h).
+#include <fmt/format.h>
+
+#include "commands/command.h"
+#include "explanation.h"
+#include "pictures.h"
+#include "protoquant/experiment_run.h"
+#include "protoquant/manifest.h"
+#include "protoquant/status.h"
+
+namespace protoquant {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ExplainCommand : public Command {
+ public:
+  explicit ExplainCommand(CLI::App& app)
+      : Command(app.add_subcommand("explain", "explain one test image of a finished run: its top prototypes, where "
+                                              "they fire, their nearest training patches (PNG)")) {
+    CLI::App* c = subcommand_;
+    c->add_option("run_dir", run_dir_, "run folder")->required();
+    c->add_option("--test-index", index_, "the sample of the evaluated split to explain")->required()->check(CLI::NonNegativeNumber);
+    c->add_option("--top", top_, "prototypes shown")->capture_default_str()->check(CLI::Range(1, 64));
+    c->add_option("--class", class_, "explain this class (default: the predicted one)")->check(CLI::NonNegativeNumber);
+    c->add_option("--patches", patches_, "nearest training patches per prototype")->capture_default_str()->check(CLI::Range(0, 16));
+    c->add_option("--out", out_, "the PNG (default: <run>/explanations/<split>-<index>.png)");
+  }
+
+  absl::Status run(Registry& registry) override {
+    const fs::path run_dir(run_dir_), manifest = run_dir / "manifest.toml";
+    if (!fs::exists(manifest)) return absl::NotFoundError(fmt::format("{}: not a run folder (no manifest.toml)", run_dir_));
+    PQ_ASSIGN_OR_RETURN(const ExperimentSpec spec, load_experiment(manifest, {}, registry));
+    ExperimentRun run(spec, registry, run_dir, RunMode::kOpen);
+    PQ_RETURN_IF_ERROR(run.train_stages());
+    const std::string split = spec.experiment.get_string("eval_split");
+    const std::string train_split = spec.experiment.get_string("train_split");
+    const int64_t size = run.dataset().size(split);
+    if (index_ >= size) {
+      return absl::OutOfRangeError(fmt::format("--test-index {}: split '{}' has samples 0..{}", index_, split, size - 1));
+    }
+    PQ_ASSIGN_OR_RETURN(Batch batch, run.dataset().get_eval_batch(split, torch::tensor({index_}, torch::kInt64)));
+    PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
+    const torch::Tensor image = batch.images.to(run.device());
+    PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(run.model(), image, *train, top_, class_, patches_));
+    e.label = batch.labels[0].item<int64_t>();
+    PQ_ASSIGN_OR_RETURN(const cv::Mat picture,
+                        draw_explanation(e, image.cpu(), batch.parts.defined() ? batch.parts[0] : torch::Tensor(),
+                                         run.dataset(), train_split, run.model().backbone->geometry()));
+    const fs::path out = out_.empty() ? run_dir / "explanations" / fmt::format("{}-{}.png", split, index_) : fs::path(out_);
+    std::error_code ec;
+    fs::create_directories(out.parent_path(), ec);
+    PQ_RETURN_IF_ERROR(write_png(out, picture));
+    fmt::print("{} {}: label {}, predicted {}; class {} score {:.4f}\n", split, index_, e.label, e.predicted,
+               e.explained_class, e.class_score);
+    for (const auto& p : e.prototypes) {
+      fmt::print("  prototype {:>5}: presence {:.4f} x weight {:.4f} = {:.4f}, peak at (row {}, column {})\n", p.prototype,
+                 p.presence, p.weight, p.contribution, p.peak_row, p.peak_column);
+    }
+    fmt::print("explanation: {}\n", out.string());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string run_dir_, out_;
+  int64_t index_ = 0, top_ = 5, class_ = -1, patches_ = 4;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_explain_command(CLI::App& app) { return std::make_unique<ExplainCommand>(app); }
+
+}  // namespace protoquant

@@ -1,0 +1,157 @@
+#include "explanation.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+#include "pictures.h"
+#include "protoquant/localisation.h"
+#include "protoquant/status.h"
+
+namespace protoquant {
+
+absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, const TensorSource& train,
+                                          int64_t top, int64_t explained_class, int64_t patches) {
+  torch::NoGradGuard no_grad;
+  model.backbone->eval();
+  model.head->eval();
+  const HeadOutput out = model.head->forward(model.backbone->features(image).to(torch::kFloat32));
+  const torch::Tensor weights = model.head->class_weights().detach().to(torch::kCPU, torch::kFloat32);  // C x P
+  Explanation e;
+  e.predicted = out.logits.argmax(1).item<int64_t>();
+  e.explained_class = explained_class < 0 ? e.predicted : explained_class;
+  if (e.explained_class >= weights.size(0)) {
+    return absl::OutOfRangeError(fmt::format("--class {}: the model has classes 0..{}", explained_class, weights.size(0) - 1));
+  }
+  e.class_score = out.logits[0][e.explained_class].item<double>();
+  const torch::Tensor presence = out.presence[0].to(torch::kCPU);
+  const torch::Tensor contribution = presence * weights[e.explained_class];
+  const int64_t k = std::min<int64_t>(top, contribution.size(0));
+  const torch::Tensor order = std::get<1>(contribution.sort(/*stable=*/true, 0, /*descending=*/true)).slice(0, 0, k);
+  const int64_t h = image.size(2), w = image.size(3);
+  const torch::Tensor chosen_maps = out.similarity[0].index_select(0, order.to(out.similarity.device()));
+  const torch::Tensor up = upsample_maps(chosen_maps, h, w, Upsampling::kBicubic);
+  const torch::Tensor peaks = peak_positions(up, PeakTies::kRowMajor);
+  e.grid_height = out.similarity.size(2);
+  e.grid_width = out.similarity.size(3);
+  for (int64_t i = 0; i < k; ++i) {
+    ExplainedPrototype p;
+    p.prototype = order[i].item<int64_t>();
+    p.presence = presence[p.prototype].item<double>();
+    p.weight = weights[e.explained_class][p.prototype].item<double>();
+    p.contribution = contribution[p.prototype].item<double>();
+    p.peak_row = peaks[i][0].item<int64_t>();
+    p.peak_column = peaks[i][1].item<int64_t>();
+    p.map = up[i];
+    e.prototypes.push_back(std::move(p));
+  }
+  // Nearest training patches: the training cells most similar to each chosen prototype, at most
+  // one per training image (a gallery of different images).
+  const int64_t n = train.size();
+  std::vector<std::vector<ExplainedPrototype::Patch>> best(static_cast<size_t>(k));
+  constexpr int64_t kBatch = 256;
+  for (int64_t begin = 0; begin < n; begin += kBatch) {
+    PQ_ASSIGN_OR_RETURN(Batch batch, const_cast<TensorSource&>(train).get(torch::arange(begin, std::min(n, begin + kBatch))));
+    const HeadOutput o = model.head->forward(batch.images.to(image.device()));
+    const torch::Tensor s = o.similarity.index_select(1, order.to(o.similarity.device())).to(torch::kCPU);  // B x k x h x w
+    const auto [value, cell] = s.flatten(2).max(2);  // B x k
+    for (int64_t i = 0; i < k; ++i) {
+      auto& list = best[static_cast<size_t>(i)];
+      for (int64_t b = 0; b < s.size(0); ++b) {
+        const int64_t c = cell[b][i].item<int64_t>();
+        list.push_back({begin + b, c / s.size(3), c % s.size(3), value[b][i].item<double>()});
+      }
+      std::stable_sort(list.begin(), list.end(), [](const auto& x, const auto& y) { return x.similarity > y.similarity; });
+      if (static_cast<int64_t>(list.size()) > patches) list.resize(static_cast<size_t>(patches));
+    }
+  }
+  for (int64_t i = 0; i < k; ++i) e.prototypes[static_cast<size_t>(i)].nearest = best[static_cast<size_t>(i)];
+  return e;
+}
+
+namespace {
+
+// The input region a feature cell sees: its receptive field (or two strides when unknown) around
+// the cell's centre, clipped to the image.
+cv::Rect cell_region(int64_t row, int64_t column, const BackboneGeometry& g, int64_t height, int64_t width,
+                     int64_t grid_height, int64_t grid_width) {
+  const double sy = g.stride > 0 ? g.stride : static_cast<double>(height) / grid_height;
+  const double sx = g.stride > 0 ? g.stride : static_cast<double>(width) / grid_width;
+  const double side = g.receptive_field > 0 ? std::min<double>(g.receptive_field, std::min(height, width)) : 2 * std::max(sy, sx);
+  const double cy = (row + 0.5) * sy, cx = (column + 0.5) * sx;
+  const int y0 = std::clamp(static_cast<int>(cy - side / 2), 0, static_cast<int>(height) - 1);
+  const int x0 = std::clamp(static_cast<int>(cx - side / 2), 0, static_cast<int>(width) - 1);
+  const int y1 = std::clamp(static_cast<int>(cy + side / 2), y0 + 1, static_cast<int>(height));
+  const int x1 = std::clamp(static_cast<int>(cx + side / 2), x0 + 1, static_cast<int>(width));
+  return {x0, y0, x1 - x0, y1 - y0};
+}
+
+}  // namespace
+
+absl::StatusOr<cv::Mat> draw_explanation(const Explanation& e, const torch::Tensor& image, const torch::Tensor& parts,
+                                         Dataset& dataset, const std::string& train_split,
+                                         const BackboneGeometry& geometry) {
+  const DatasetInfo& info = dataset.info();
+  const int64_t h = image.size(2), w = image.size(3);
+  const int scale = upscale_factor(static_cast<int>(std::min(h, w)), 160);
+  const int cell_h = static_cast<int>(h) * scale, cell_w = static_cast<int>(w) * scale;
+  const int margin = 8, text_h = 24, patches = e.prototypes.empty() ? 0 : static_cast<int>(e.prototypes[0].nearest.size());
+  const int patch_side = cell_h;
+  const int width = margin + cell_w + margin + patches * (patch_side + margin) + 260;
+  const int rows = static_cast<int>(e.prototypes.size()) + 1;
+  cv::Mat canvas(margin + rows * (cell_h + text_h + margin), std::max(width, cell_w + 520), CV_8UC3, cv::Scalar(245, 245, 245));
+  auto name = [&](int64_t c) {
+    return c >= 0 && c < static_cast<int64_t>(info.class_names.size()) ? info.class_names[static_cast<size_t>(c)] : std::to_string(c);
+  };
+  cv::Mat input;
+  cv::resize(displayable(image[0], info), input, cv::Size(cell_w, cell_h), 0, 0, cv::INTER_NEAREST);
+  if (parts.defined()) draw_annotations(input, parts, torch::Tensor(), scale);
+  input.copyTo(canvas(cv::Rect(margin, margin + text_h, cell_w, cell_h)));
+  draw_label(canvas, fmt::format("predicted: {}{}", name(e.predicted), e.label >= 0 ? fmt::format("  (label: {})", name(e.label)) : ""),
+             cv::Point(margin, margin));
+  double shown = 0;
+  for (const auto& p : e.prototypes) shown += p.contribution;
+  draw_label(canvas, fmt::format("class {}: score {:.3f} = sum of all contributions", name(e.explained_class), e.class_score),
+             cv::Point(margin * 2 + cell_w, margin + text_h + 10));
+  draw_label(canvas, fmt::format("the {} shown below add up to {:.3f}", e.prototypes.size(), shown),
+             cv::Point(margin * 2 + cell_w, margin + text_h + 40));
+  for (size_t r = 0; r < e.prototypes.size(); ++r) {
+    const auto& p = e.prototypes[r];
+    const int top = margin + static_cast<int>(r + 1) * (cell_h + text_h + margin);
+    // The map as a heat overlay (min-max scaled per map), the box around its peak.
+    const torch::Tensor m = p.map;
+    const torch::Tensor scaled = ((m - m.min()) / (m.max() - m.min()).clamp_min(1e-12) * 255).to(torch::kUInt8).contiguous();
+    cv::Mat grey(static_cast<int>(h), static_cast<int>(w), CV_8U, scaled.data_ptr<uint8_t>()), heat, big_heat, overlay;
+    cv::applyColorMap(grey, heat, cv::COLORMAP_JET);
+    cv::resize(heat, big_heat, cv::Size(cell_w, cell_h), 0, 0, cv::INTER_NEAREST);
+    cv::addWeighted(input, 0.55, big_heat, 0.45, 0, overlay);
+    // The box: the input region the feature cell under the peak sees.
+    const cv::Rect box = cell_region(p.peak_row * e.grid_height / h, p.peak_column * e.grid_width / w, geometry, h, w,
+                                     e.grid_height, e.grid_width);
+    cv::rectangle(overlay, cv::Rect(box.x * scale, box.y * scale, box.width * scale, box.height * scale), cv::Scalar(255, 255, 255), 2);
+    cv::drawMarker(overlay, cv::Point(static_cast<int>(p.peak_column) * scale, static_cast<int>(p.peak_row) * scale),
+                   cv::Scalar(255, 255, 255), cv::MARKER_CROSS, 12, 2);
+    overlay.copyTo(canvas(cv::Rect(margin, top + text_h, cell_w, cell_h)));
+    draw_label(canvas, fmt::format("prototype {}: presence {:.3f} x weight {:.3f} = {:.3f}", p.prototype, p.presence, p.weight,
+                                   p.contribution),
+               cv::Point(margin, top));
+    // Its nearest training patches.
+    for (size_t j = 0; j < p.nearest.size(); ++j) {
+      const auto& patch = p.nearest[j];
+      PQ_ASSIGN_OR_RETURN(Batch b, dataset.get_eval_batch(train_split, torch::tensor({patch.image}, torch::kInt64)));
+      const cv::Mat train_image = displayable(b.images[0], info);
+      const cv::Rect region =
+          cell_region(patch.row, patch.column, geometry, train_image.rows, train_image.cols, e.grid_height, e.grid_width);
+      cv::Mat crop;
+      cv::resize(train_image(region), crop, cv::Size(patch_side, patch_side), 0, 0, cv::INTER_NEAREST);
+      const int x = margin * 2 + cell_w + static_cast<int>(j) * (patch_side + margin);
+      crop.copyTo(canvas(cv::Rect(x, top + text_h, patch_side, patch_side)));
+      draw_label(canvas, fmt::format("#{} cos {:.2f}", patch.image, patch.similarity), cv::Point(x, top + text_h + patch_side - 22));
+    }
+  }
+  return canvas;
+}
+
+}  // namespace protoquant
