@@ -8,6 +8,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "core/src/explanation.h"
 #include "test_models.h"
 #include "test_support.h"
@@ -128,6 +130,20 @@ type = "accuracy"
   ASSERT_FALSE(picture.empty());
   EXPECT_GE(picture.rows, 4 * 160);  // the input and three prototype rows, 32-px images shown x5
   EXPECT_NE(explained.output.find("prototype"), std::string::npos);
+
+  // The gallery: every prototype's 10 nearest patches, 16 prototypes a page (the run has 128).
+  const auto gallery = testing::run_cli("explain " + run.string() + " --gallery");
+  ASSERT_EQ(gallery.exit_code, 0) << gallery.output;
+  for (int page = 1; page <= 8; ++page) {
+    const cv::Mat image = cv::imread((run / "gallery" / fmt::format("gallery-{:03d}.png", page)).string());
+    ASSERT_FALSE(image.empty()) << page;
+    EXPECT_EQ(image.rows, 6 + 16 * (80 + 6)) << page;
+    EXPECT_EQ(image.cols, 300 + 10 * (80 + 6) + 6) << page;
+  }
+  EXPECT_FALSE(fs::exists(run / "gallery" / "gallery-009.png"));
+  const auto neither = testing::run_cli("explain " + run.string());
+  EXPECT_EQ(neither.exit_code, 1);
+  EXPECT_NE(neither.output.find("give --test-index I or --gallery"), std::string::npos) << neither.output;
 
   const auto past = testing::run_cli("explain " + run.string() + " --test-index 16 --out " + (dir / "x.png").string());
   EXPECT_EQ(past.exit_code, 1);

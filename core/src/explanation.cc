@@ -12,6 +12,34 @@
 
 namespace protoquant {
 
+absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patches(Model& model, const TensorSource& train,
+                                                                                   const torch::Tensor& prototypes,
+                                                                                   int64_t count) {
+  torch::NoGradGuard no_grad;
+  model.head->eval();
+  const int64_t n = train.size(), k = prototypes.size(0);
+  std::vector<std::vector<ExplainedPrototype::Patch>> best(static_cast<size_t>(k));
+  const auto parameters = model.head->parameters();
+  const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
+  constexpr int64_t kBatch = 256;
+  for (int64_t begin = 0; begin < n; begin += kBatch) {
+    PQ_ASSIGN_OR_RETURN(Batch batch, const_cast<TensorSource&>(train).get(torch::arange(begin, std::min(n, begin + kBatch))));
+    const HeadOutput o = model.head->forward(batch.images.to(device));
+    const torch::Tensor s = o.similarity.index_select(1, prototypes.to(o.similarity.device())).to(torch::kCPU);  // B x k x h x w
+    const auto [value, cell] = s.flatten(2).max(2);  // B x k: each image's best cell
+    for (int64_t i = 0; i < k; ++i) {
+      auto& list = best[static_cast<size_t>(i)];
+      for (int64_t b = 0; b < s.size(0); ++b) {
+        const int64_t c = cell[b][i].item<int64_t>();
+        list.push_back({begin + b, c / s.size(3), c % s.size(3), value[b][i].item<double>()});
+      }
+      std::stable_sort(list.begin(), list.end(), [](const auto& x, const auto& y) { return x.similarity > y.similarity; });
+      if (static_cast<int64_t>(list.size()) > count) list.resize(static_cast<size_t>(count));
+    }
+  }
+  return best;
+}
+
 absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, const TensorSource& train,
                                           int64_t top, int64_t explained_class, int64_t patches) {
   torch::NoGradGuard no_grad;
@@ -47,26 +75,7 @@ absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& ima
     p.map = up[i];
     e.prototypes.push_back(std::move(p));
   }
-  // Nearest training patches: the training cells most similar to each chosen prototype, at most
-  // one per training image (a gallery of different images).
-  const int64_t n = train.size();
-  std::vector<std::vector<ExplainedPrototype::Patch>> best(static_cast<size_t>(k));
-  constexpr int64_t kBatch = 256;
-  for (int64_t begin = 0; begin < n; begin += kBatch) {
-    PQ_ASSIGN_OR_RETURN(Batch batch, const_cast<TensorSource&>(train).get(torch::arange(begin, std::min(n, begin + kBatch))));
-    const HeadOutput o = model.head->forward(batch.images.to(image.device()));
-    const torch::Tensor s = o.similarity.index_select(1, order.to(o.similarity.device())).to(torch::kCPU);  // B x k x h x w
-    const auto [value, cell] = s.flatten(2).max(2);  // B x k
-    for (int64_t i = 0; i < k; ++i) {
-      auto& list = best[static_cast<size_t>(i)];
-      for (int64_t b = 0; b < s.size(0); ++b) {
-        const int64_t c = cell[b][i].item<int64_t>();
-        list.push_back({begin + b, c / s.size(3), c % s.size(3), value[b][i].item<double>()});
-      }
-      std::stable_sort(list.begin(), list.end(), [](const auto& x, const auto& y) { return x.similarity > y.similarity; });
-      if (static_cast<int64_t>(list.size()) > patches) list.resize(static_cast<size_t>(patches));
-    }
-  }
+  PQ_ASSIGN_OR_RETURN(const auto best, nearest_patches(model, train, order, patches));
   for (int64_t i = 0; i < k; ++i) e.prototypes[static_cast<size_t>(i)].nearest = best[static_cast<size_t>(i)];
   return e;
 }
@@ -152,6 +161,57 @@ absl::StatusOr<cv::Mat> draw_explanation(const Explanation& e, const torch::Tens
     }
   }
   return canvas;
+}
+
+absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, const TensorSource& train, Dataset& dataset,
+                                                  const std::string& train_split, const torch::Tensor& usage,
+                                                  int64_t count, int64_t per_page) {
+  const DatasetInfo& info = dataset.info();
+  const torch::Tensor weights = model.head->class_weights().detach().to(torch::kCPU, torch::kFloat32);  // C x P
+  const int64_t prototypes = weights.size(1);
+  PQ_ASSIGN_OR_RETURN(const auto nearest,
+                      nearest_patches(model, train, torch::arange(prototypes, torch::kInt64), count));
+  const BackboneGeometry geometry = model.backbone->geometry();
+  const int64_t grid_h = train.inputs().size(2), grid_w = train.inputs().size(3);
+  const int side = 80;  // each patch (the receptive field of its cell), upscaled by nearest neighbour
+  const int margin = 6, text_w = 300;
+  auto name = [&](int64_t c) {
+    return c < static_cast<int64_t>(info.class_names.size()) ? info.class_names[static_cast<size_t>(c)] : std::to_string(c);
+  };
+  std::vector<cv::Mat> pages;
+  for (int64_t first = 0; first < prototypes; first += per_page) {
+    const int64_t last = std::min(prototypes, first + per_page);
+    cv::Mat page(margin + static_cast<int>(last - first) * (side + margin), text_w + static_cast<int>(count) * (side + margin) + margin,
+                 CV_8UC3, cv::Scalar(245, 245, 245));
+    for (int64_t p = first; p < last; ++p) {
+      const int top = margin + static_cast<int>(p - first) * (side + margin);
+      const bool used = usage.defined() && p < usage.numel();
+      draw_label(page, used ? fmt::format("prototype {} (usage {})", p, usage[p].item<int64_t>()) : fmt::format("prototype {}", p),
+                 cv::Point(margin, top));
+      // Its strongest classes with their weights, two a line.
+      const torch::Tensor column = weights.select(1, p);
+      const torch::Tensor order = std::get<1>(column.sort(/*stable=*/true, 0, /*descending=*/true));
+      for (int64_t line = 0; line < 2; ++line) {
+        std::string classes;
+        for (int64_t j = 2 * line; j < std::min<int64_t>(2 * line + 2, column.size(0)); ++j) {
+          const int64_t c = order[j].item<int64_t>();
+          classes += fmt::format("{}{} {:.2f}", j % 2 ? ", " : "", name(c).substr(0, 10), column[c].item<float>());
+        }
+        if (!classes.empty()) draw_label(page, classes, cv::Point(margin, top + 22 * (line + 1)));
+      }
+      for (size_t j = 0; j < nearest[static_cast<size_t>(p)].size(); ++j) {
+        const auto& patch = nearest[static_cast<size_t>(p)][j];
+        PQ_ASSIGN_OR_RETURN(Batch b, dataset.get_eval_batch(train_split, torch::tensor({patch.image}, torch::kInt64)));
+        const cv::Mat image = displayable(b.images[0], info);
+        const cv::Rect region = cell_region(patch.row, patch.column, geometry, image.rows, image.cols, grid_h, grid_w);
+        cv::Mat crop;
+        cv::resize(image(region), crop, cv::Size(side, side), 0, 0, cv::INTER_NEAREST);
+        crop.copyTo(page(cv::Rect(text_w + static_cast<int>(j) * (side + margin), top, side, side)));
+      }
+    }
+    pages.push_back(page);
+  }
+  return pages;
 }
 
 }  // namespace protoquant

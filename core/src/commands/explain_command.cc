@@ -1,10 +1,12 @@
 // `protoquant explain RUN --test-index I [--top K] [--class C] [--patches N] [--out FILE.png]`:
-// "this looks like that" for one test image of a finished run (explanation.h).
+// "this looks like that" for one test image of a finished run; `--gallery [--per-page N]` draws
+// every prototype's nearest training patches instead (explanation.h).
 #include <fmt/format.h>
 
 #include "commands/command.h"
 #include "explanation.h"
 #include "pictures.h"
+#include "protoquant/atomic_file.h"
 #include "protoquant/experiment_run.h"
 #include "protoquant/manifest.h"
 #include "protoquant/status.h"
@@ -21,21 +23,28 @@ class ExplainCommand : public Command {
                                               "they fire, their nearest training patches (PNG)")) {
     CLI::App* c = subcommand_;
     c->add_option("run_dir", run_dir_, "run folder")->required();
-    c->add_option("--test-index", index_, "the sample of the evaluated split to explain")->required()->check(CLI::NonNegativeNumber);
+    c->add_option("--test-index", index_, "the sample of the evaluated split to explain")->check(CLI::NonNegativeNumber);
+    c->add_flag("--gallery", gallery_, "draw the prototype gallery instead: pages of each prototype's nearest patches");
+    c->add_option("--per-page", per_page_, "gallery: prototypes per page")->capture_default_str()->check(CLI::Range(1, 256));
     c->add_option("--top", top_, "prototypes shown")->capture_default_str()->check(CLI::Range(1, 64));
     c->add_option("--class", class_, "explain this class (default: the predicted one)")->check(CLI::NonNegativeNumber);
-    c->add_option("--patches", patches_, "nearest training patches per prototype")->capture_default_str()->check(CLI::Range(0, 16));
-    c->add_option("--out", out_, "the PNG (default: <run>/explanations/<split>-<index>.png)");
+    c->add_option("--patches", patches_, "nearest training patches per prototype (default: 4; 10 in the gallery)")
+        ->check(CLI::Range(0, 16));
+    c->add_option("--out", out_,
+                  "the PNG (default: <run>/explanations/<split>-<index>.png); with --gallery a folder (default: "
+                  "<run>/gallery/)");
   }
 
   absl::Status run(Registry& registry) override {
     const fs::path run_dir(run_dir_), manifest = run_dir / "manifest.toml";
+    if (gallery_ == (index_ >= 0)) return absl::InvalidArgumentError("explain: give --test-index I or --gallery (one of them)");
     if (!fs::exists(manifest)) return absl::NotFoundError(fmt::format("{}: not a run folder (no manifest.toml)", run_dir_));
     PQ_ASSIGN_OR_RETURN(const ExperimentSpec spec, load_experiment(manifest, {}, registry));
     ExperimentRun run(spec, registry, run_dir, RunMode::kOpen);
     PQ_RETURN_IF_ERROR(run.train_stages());
     const std::string split = spec.experiment.get_string("eval_split");
     const std::string train_split = spec.experiment.get_string("train_split");
+    if (gallery_) return write_gallery(run, run_dir, train_split);
     const int64_t size = run.dataset().size(split);
     if (index_ >= size) {
       return absl::OutOfRangeError(fmt::format("--test-index {}: split '{}' has samples 0..{}", index_, split, size - 1));
@@ -43,7 +52,7 @@ class ExplainCommand : public Command {
     PQ_ASSIGN_OR_RETURN(Batch batch, run.dataset().get_eval_batch(split, torch::tensor({index_}, torch::kInt64)));
     PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
     const torch::Tensor image = batch.images.to(run.device());
-    PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(run.model(), image, *train, top_, class_, patches_));
+    PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(run.model(), image, *train, top_, class_, patches_ < 0 ? 4 : patches_));
     e.label = batch.labels[0].item<int64_t>();
     PQ_ASSIGN_OR_RETURN(const cv::Mat picture,
                         draw_explanation(e, image.cpu(), batch.parts.defined() ? batch.parts[0] : torch::Tensor(),
@@ -63,8 +72,31 @@ class ExplainCommand : public Command {
   }
 
  private:
+  absl::Status write_gallery(ExperimentRun& run, const fs::path& run_dir, const std::string& train_split) {
+    PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
+    // The codebook's usage on the evaluated split, when the run recorded one per prototype.
+    torch::Tensor usage;
+    if (auto results = read_json_file(run_dir / "results.json"); results.ok() && results->contains("codebook_counts")) {
+      const auto counts = (*results)["codebook_counts"].get<std::vector<int64_t>>();
+      if (static_cast<int64_t>(counts.size()) == run.model().head->class_weights().size(1)) usage = torch::tensor(counts);
+    }
+    PQ_ASSIGN_OR_RETURN(const std::vector<cv::Mat> pages,
+                        draw_gallery(run.model(), *train, run.dataset(), train_split, usage, patches_ < 0 ? 10 : patches_,
+                                     per_page_));
+    const fs::path out = out_.empty() ? run_dir / "gallery" : fs::path(out_);
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    if (ec) return absl::PermissionDeniedError(fmt::format("{}: cannot create ({})", out.string(), ec.message()));
+    for (size_t i = 0; i < pages.size(); ++i) {
+      PQ_RETURN_IF_ERROR(write_png(out / fmt::format("gallery-{:03d}.png", i + 1), pages[i]));
+    }
+    fmt::print("gallery: {} page(s) in {}\n", pages.size(), out.string());
+    return absl::OkStatus();
+  }
+
   std::string run_dir_, out_;
-  int64_t index_ = 0, top_ = 5, class_ = -1, patches_ = 4;
+  int64_t index_ = -1, top_ = 5, class_ = -1, patches_ = -1, per_page_ = 16;
+  bool gallery_ = false;
 };
 
 }  // namespace
