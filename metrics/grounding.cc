@@ -15,12 +15,10 @@ ParamSchema Grounding::schema() {
 absl::Status Grounding::begin(const EvalContext& context) {
   const torch::Tensor prototypes = context.model->head->prototypes().detach().to(context.device, torch::kFloat32);
   groups_ = context.model->quantizer ? context.model->quantizer->subspaces() : 1;
-  const int64_t d = prototypes.size(1);
   if (groups_ < 1 || prototypes.size(0) % groups_ != 0) {
     return absl::InvalidArgumentError(fmt::format("grounding: {} prototypes do not split into {} sub-spaces",
                                                   prototypes.size(0), groups_));
   }
-  (void)d;
   prototypes_ = torch::nn::functional::normalize(prototypes, torch::nn::functional::NormalizeFuncOptions().dim(1).eps(1e-6));
   top_ = torch::full({prototypes.size(0), top_k_}, -std::numeric_limits<float>::infinity(), torch::kFloat32);
   return absl::OkStatus();

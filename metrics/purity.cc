@@ -71,13 +71,10 @@ void Purity::keep_top(const Top& candidates) {
 absl::Status Purity::update(const EvalBatch& batch) {
   const torch::Tensor s = batch.similarity.detach().to(torch::kCPU, torch::kFloat32);  // B x P x h x w
   const int64_t b = s.size(0), p = s.size(1), gh = s.size(2), gw = s.size(3);
-  // The peak cell under the tie rule: flatten in its scan order, the first maximum wins.
-  const bool by_column = localisation_.ties == PeakTies::kColumnFirst;
-  const torch::Tensor scan = (by_column ? s.transpose(2, 3) : s).reshape({b, p, gh * gw});
-  const torch::Tensor value = std::get<0>(scan.max(2));
-  const torch::Tensor first = scan.eq(value.unsqueeze(2)).to(torch::kInt8).argmax(2);  // first maximum
-  const torch::Tensor rows = by_column ? first.remainder(gh) : torch::div(first, gw, "floor");
-  const torch::Tensor cols = by_column ? torch::div(first, gh, "floor") : first.remainder(gw);
+  // The peak cell at feature resolution, under the tie rule (the localisation service's).
+  const torch::Tensor value = std::get<0>(s.flatten(2).max(2));                       // B x P
+  const torch::Tensor peaks = peak_positions(s.flatten(0, 1), localisation_.ties).view({b, p, 2});
+  const torch::Tensor rows = peaks.select(2, 0).contiguous(), cols = peaks.select(2, 1).contiguous();
   const torch::Tensor parts = batch.parts.to(torch::kCPU, torch::kFloat32).contiguous();  // B x K x 3
   const int64_t k = parts.size(1);
   torch::Tensor hits = torch::zeros({b, p, groups_}, torch::kBool);

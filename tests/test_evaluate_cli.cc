@@ -18,42 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// A child of a shipped synthparts manifest, shrunk to seconds.
-fs::path tiny_manifest(const testing::TempDir& dir, const std::string& parent, const std::string& name) {
-  const fs::path path = dir / (name + ".toml");
-  testing::write_text(path, "extends = \"" + std::string(PQ_SOURCE_DIR) + "/experiments/" + parent + "\"\n" + R"(
-[experiment]
-name = ")" + name + R"("
-threads = 2
-
-[dataset]
-classes = 4
-train_per_class = 16
-test_per_class = 8
-image_size = 32
-train_transform = []
-eval_transform = []
-
-[backbone]
-width = 8
-
-[stages.blackbox]
-epochs = 1
-
-[stages.codebook]
-epochs = 1
-
-[stages.head]
-epochs = 1
-
-[[metrics]]
-type = "accuracy"
-
-[[metrics]]
-type = "grounding"
-)");
-  return path;
-}
+using testing::tiny_manifest;
 
 json results_of(const fs::path& run) { return json::parse(testing::read_text(run / "results.json")); }
 

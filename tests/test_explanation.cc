@@ -99,28 +99,7 @@ TEST(Explanation, TheTexturesPrototypeExplainsTheClassAndPeaksOnTheTexture) {
 
 TEST(Explanation, ExplainCommandWritesAPictureOrOneLineErrors) {
   testing::TempDir dir;
-  const fs::path manifest = dir / "tiny.toml";
-  testing::write_text(manifest, "extends = \"" + std::string(PQ_SOURCE_DIR) + "/experiments/synthparts.toml\"\n" + R"(
-[experiment]
-threads = 2
-[dataset]
-classes = 4
-train_per_class = 16
-test_per_class = 4
-image_size = 32
-train_transform = []
-eval_transform = []
-[backbone]
-width = 8
-[stages.blackbox]
-epochs = 1
-[stages.codebook]
-epochs = 1
-[stages.head]
-epochs = 1
-[[metrics]]
-type = "accuracy"
-)");
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "tiny");
   const fs::path run = dir / "runs" / "tiny";
   const auto trained = testing::run_cli("run " + manifest.string() + " --out " + run.string());
   ASSERT_EQ(trained.exit_code, 0) << trained.output;
@@ -145,9 +124,9 @@ type = "accuracy"
   EXPECT_EQ(neither.exit_code, 1);
   EXPECT_NE(neither.output.find("give --test-index I or --gallery"), std::string::npos) << neither.output;
 
-  const auto past = testing::run_cli("explain " + run.string() + " --test-index 16 --out " + (dir / "x.png").string());
+  const auto past = testing::run_cli("explain " + run.string() + " --test-index 32 --out " + (dir / "x.png").string());
   EXPECT_EQ(past.exit_code, 1);
-  EXPECT_NE(past.output.find("--test-index 16: split 'test' has samples 0..15"), std::string::npos) << past.output;
+  EXPECT_NE(past.output.find("--test-index 32: split 'test' has samples 0..31"), std::string::npos) << past.output;
   EXPECT_FALSE(fs::exists(dir / "x.png"));
   const auto nowhere = testing::run_cli("explain " + (dir / "nothing").string() + " --test-index 0");
   EXPECT_EQ(nowhere.exit_code, 1);

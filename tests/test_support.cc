@@ -112,4 +112,41 @@ std::string fashion_mnist_root() {
   return fs::exists(root / "train-images-idx3-ubyte.gz") ? root.string() : std::string();
 }
 
+// A child of a shipped synthparts manifest, shrunk to seconds.
+std::filesystem::path tiny_manifest(const TempDir& dir, const std::string& parent, const std::string& name) {
+  const std::filesystem::path path = dir / (name + ".toml");
+  write_text(path, "extends = \"" + std::string(PQ_SOURCE_DIR) + "/experiments/" + parent + "\"\n" + R"(
+[experiment]
+name = ")" + name + R"("
+threads = 2
+
+[dataset]
+classes = 4
+train_per_class = 16
+test_per_class = 8
+image_size = 32
+train_transform = []
+eval_transform = []
+
+[backbone]
+width = 8
+
+[stages.blackbox]
+epochs = 1
+
+[stages.codebook]
+epochs = 1
+
+[stages.head]
+epochs = 1
+
+[[metrics]]
+type = "accuracy"
+
+[[metrics]]
+type = "grounding"
+)");
+  return path;
+}
+
 }  // namespace protoquant::testing

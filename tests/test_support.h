@@ -50,4 +50,9 @@ double relative_error(const torch::Tensor& actual, const torch::Tensor& expected
 // The Fashion-MNIST folder, or empty if the Debian package is not installed.
 std::string fashion_mnist_root();
 
+// `<dir>/<name>.toml`: a child of the shipped experiments/<parent> (a synthparts manifest) shrunk
+// to seconds: 4 classes of 16 training and 8 test images of 32 px, width 8, one epoch a stage,
+// metrics accuracy and grounding.
+std::filesystem::path tiny_manifest(const TempDir& dir, const std::string& parent, const std::string& name);
+
 }  // namespace protoquant::testing

@@ -12,7 +12,7 @@
 
 namespace protoquant {
 
-absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patches(Model& model, const TensorSource& train,
+absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patches(Model& model, TensorSource& train,
                                                                                    const torch::Tensor& prototypes,
                                                                                    int64_t count) {
   torch::NoGradGuard no_grad;
@@ -23,7 +23,7 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
   const torch::Device device = parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
   constexpr int64_t kBatch = 256;
   for (int64_t begin = 0; begin < n; begin += kBatch) {
-    PQ_ASSIGN_OR_RETURN(Batch batch, const_cast<TensorSource&>(train).get(torch::arange(begin, std::min(n, begin + kBatch))));
+    PQ_ASSIGN_OR_RETURN(Batch batch, train.get(torch::arange(begin, std::min(n, begin + kBatch))));
     const HeadOutput o = model.head->forward(batch.images.to(device));
     const torch::Tensor s = o.similarity.index_select(1, prototypes.to(o.similarity.device())).to(torch::kCPU);  // B x k x h x w
     const auto [value, cell] = s.flatten(2).max(2);  // B x k: each image's best cell
@@ -40,7 +40,7 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
   return best;
 }
 
-absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, const TensorSource& train,
+absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, TensorSource& train,
                                           int64_t top, int64_t explained_class, int64_t patches) {
   torch::NoGradGuard no_grad;
   model.backbone->eval();
@@ -163,7 +163,7 @@ absl::StatusOr<cv::Mat> draw_explanation(const Explanation& e, const torch::Tens
   return canvas;
 }
 
-absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, const TensorSource& train, Dataset& dataset,
+absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& train, Dataset& dataset,
                                                   const std::string& train_split, const torch::Tensor& usage,
                                                   int64_t count, int64_t per_page) {
   const DatasetInfo& info = dataset.info();

@@ -40,13 +40,13 @@ struct Explanation {
 
 // For each prototype in `prototypes` (int64 indices), its `count` training cells of highest
 // cosine similarity, at most one per training image, highest first.
-absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patches(Model& model, const TensorSource& train,
+absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patches(Model& model, TensorSource& train,
                                                                                    const torch::Tensor& prototypes,
                                                                                    int64_t count);
 
 // `image`: 1 x c x H x W normalised. `train`: the training split's feature maps (nearest patches).
 // explained_class < 0: the predicted class.
-absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, const TensorSource& train,
+absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, TensorSource& train,
                                           int64_t top, int64_t explained_class, int64_t patches);
 
 // The picture: the input, then a row per prototype: the map over the input with the box around
@@ -54,7 +54,7 @@ absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& ima
 // The prototype gallery: one row per prototype (`per_page` rows a page): its strongest classes
 // with their weights, its codebook usage when known (`usage`: P counts, or undefined), and its
 // `count` nearest training patches.
-absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, const TensorSource& train, Dataset& dataset,
+absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& train, Dataset& dataset,
                                                   const std::string& train_split, const torch::Tensor& usage,
                                                   int64_t count, int64_t per_page);
 
