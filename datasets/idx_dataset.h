@@ -20,6 +20,7 @@ class IdxDataset : public Dataset {
   const DatasetInfo& info() const override { return info_; }
   int64_t size(const std::string& split) const override;
   absl::StatusOr<Batch> get_batch(const std::string& split, const torch::Tensor& indices) override;
+  absl::StatusOr<Batch> load_image(const std::filesystem::path& file) override;
   std::string identity() const override { return identity_; }
 
  private:

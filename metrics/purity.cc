@@ -132,7 +132,16 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
   }
   const torch::Tensor denominator = denominator_ == "visible" ? visible : filled.to(torch::kFloat64).sum(1).expand_as(hits);
   const torch::Tensor per_part = torch::where(denominator.gt(0), hits / denominator.clamp_min(1), torch::zeros_like(hits));
-  const torch::Tensor purity = std::get<0>(per_part.max(1)).masked_select(selected_);  // count
+  const torch::Tensor all = std::get<0>(per_part.max(1));  // P
+  const torch::Tensor purity = all.masked_select(selected_);  // count
+  // Per prototype, for the gallery: null where the prototype was not evaluated.
+  nlohmann::json per_prototype = nlohmann::json::array();
+  const torch::Tensor all_cpu = all.cpu(), selected_cpu = selected_.cpu();
+  const auto all_a = all_cpu.accessor<double, 1>();
+  const auto selected_a = selected_cpu.accessor<bool, 1>();
+  for (int64_t q = 0; q < all.size(0); ++q) {
+    per_prototype.push_back(selected_a[q] ? nlohmann::json(all_a[q]) : nlohmann::json());
+  }
   nlohmann::json settings = localisation_.to_json();
   settings.update({{"top_k", top_k_}, {"weight_threshold", weight_threshold_}, {"merge_left_right", merge_},
                    {"merged_parts", groups_}, {"map", "similarity, unclamped"}, {"denominator", denominator_}});
@@ -141,7 +150,8 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
                           {"purity_std", count > 1 ? purity.std().item<double>() : 0.0},
                           {"pure_prototypes", purity.gt(0.5).sum().item<int64_t>()},
                           {"evaluated_prototypes", count}}},
-                        {"settings", settings}};
+                        {"settings", settings},
+                        {"per_prototype", {{"purity", per_prototype}}}};
 }
 
 }  // namespace protoquant::metrics

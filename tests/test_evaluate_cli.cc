@@ -20,7 +20,7 @@ using nlohmann::json;
 
 using testing::tiny_manifest;
 
-json results_of(const fs::path& run) { return json::parse(testing::read_text(run / "results.json")); }
+using testing::results_of;
 
 // A NumPy .npy file read back by hand from its documented format (magic, header dict, data).
 torch::Tensor read_npy(const fs::path& path) {

@@ -116,13 +116,13 @@ TEST(Explanation, ExplainCommandWritesAPictureOrOneLineErrors) {
   for (int page = 1; page <= 8; ++page) {
     const cv::Mat image = cv::imread((run / "gallery" / fmt::format("gallery-{:03d}.png", page)).string());
     ASSERT_FALSE(image.empty()) << page;
-    EXPECT_EQ(image.rows, 6 + 16 * (80 + 6)) << page;
-    EXPECT_EQ(image.cols, 300 + 10 * (80 + 6) + 6) << page;
+    EXPECT_EQ(image.rows, 6 + 16 * (96 + 6)) << page;
+    EXPECT_EQ(image.cols, 300 + 10 * (96 + 6) + 6) << page;
   }
   EXPECT_FALSE(fs::exists(run / "gallery" / "gallery-009.png"));
   const auto neither = testing::run_cli("explain " + run.string());
   EXPECT_EQ(neither.exit_code, 1);
-  EXPECT_NE(neither.output.find("give --test-index I or --gallery"), std::string::npos) << neither.output;
+  EXPECT_NE(neither.output.find("give one of --test-index I, --image FILE or --gallery"), std::string::npos) << neither.output;
 
   const auto past = testing::run_cli("explain " + run.string() + " --test-index 32 --out " + (dir / "x.png").string());
   EXPECT_EQ(past.exit_code, 1);

@@ -1,6 +1,8 @@
 #include <zlib.h>
 
 #include <gtest/gtest.h>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
 #include "datasets/idx_file.h"
@@ -129,6 +131,37 @@ TEST_F(IdxDatasetTest, MissingFolderAndMismatchedCountsAreErrors) {
   auto mismatch = open();
   ASSERT_FALSE(mismatch.ok());
   EXPECT_NE(mismatch.status().message().find("3 labels for 4 images"), std::string::npos) << mismatch.status();
+}
+
+TEST_F(IdxDatasetTest, AnImageFileBecomesASampleNormalisedLikeTheBatches) {
+  write_split("train", 4, {0, 1, 4, 2});
+  write_split("t10k", 2, {3, 0});
+  auto dataset = open();
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  // Training image 3 written as a 2 x 2 grey PNG reads back as exactly that training sample.
+  auto batch = (*dataset)->get_batch("train", torch::tensor({3}, torch::kInt64));
+  ASSERT_TRUE(batch.ok());
+  const std::vector<uint8_t> pixels = iota_bytes(16);
+  cv::Mat grey(2, 2, CV_8U);
+  for (int i = 0; i < 4; ++i) grey.data[i] = pixels[static_cast<size_t>(12 + i)];
+  ASSERT_TRUE(cv::imwrite((dir_ / "three.png").string(), grey));
+  auto loaded = (*dataset)->load_image(dir_ / "three.png");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->images.sizes(), batch->images.sizes());
+  EXPECT_TRUE(torch::allclose(loaded->images, batch->images, 1e-5, 1e-5)) << loaded->images << batch->images;
+  EXPECT_EQ(loaded->labels.item<int64_t>(), -1);
+  // A bigger picture is resized to the images' size; a missing or undecodable file names itself.
+  ASSERT_TRUE(cv::imwrite((dir_ / "big.png").string(), cv::Mat(20, 30, CV_8U, cv::Scalar(7))));
+  auto big = (*dataset)->load_image(dir_ / "big.png");
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->images.sizes(), batch->images.sizes());
+  const auto missing = (*dataset)->load_image(dir_ / "gone.png");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("gone.png"), std::string::npos) << missing.status();
+  testing::write_text(dir_ / "text.png", "not a picture");
+  const auto text = (*dataset)->load_image(dir_ / "text.png");
+  ASSERT_FALSE(text.ok());
+  EXPECT_NE(text.status().message().find("text.png"), std::string::npos) << text.status();
 }
 
 }  // namespace

@@ -353,23 +353,6 @@ TEST(Leaderboard, RendersJsonObjectsWithMeanStdAndN) {
   EXPECT_EQ(rows[2]["metrics"]["accuracy.accuracy"], json({{"mean", 0.97}, {"std", nullptr}, {"n", 1}}));
 }
 
-// Headless Chromium, time-bounded, in a throw-away profile. Debian's package is a declared
-// dependency (tools/install-deps.sh), so its absence fails the test rather than skipping it.
-std::string chromium() {
-  for (const char* candidate : {"/usr/bin/chromium", "/usr/bin/chromium-browser"}) {
-    if (fs::exists(candidate)) return candidate;
-  }
-  return "";
-}
-
-int run_chromium(const testing::TempDir& dir, const std::string& arguments, const fs::path& log) {
-  const std::string command =
-      fmt::format("timeout 90 {} --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run "
-                  "--user-data-dir={} {} > {} 2>{}",
-                  chromium(), (dir / "profile").string(), arguments, log.string(), (dir / "chromium.log").string());
-  return std::system(command.c_str());
-}
-
 std::vector<std::string> row_order(const std::string& dom) {
   std::vector<std::string> runs;
   const std::regex row("<tr data-runs=\"([^\"]*)\"");
@@ -380,7 +363,7 @@ std::vector<std::string> row_order(const std::string& dom) {
 }
 
 TEST(Leaderboard, HtmlPageRendersAndSortsInHeadlessChromium) {
-  ASSERT_FALSE(chromium().empty())
+  ASSERT_FALSE(testing::chromium().empty())
       << "chromium is not installed: tools/install-deps.sh installs it (the leaderboard's HTML is checked in a browser)";
   testing::TempDir dir;
   const std::string html =
@@ -393,7 +376,7 @@ TEST(Leaderboard, HtmlPageRendersAndSortsInHeadlessChromium) {
 
   // The picture: the window's size, not blank, with text on it.
   const fs::path shot = dir / "shot.png";
-  ASSERT_EQ(run_chromium(dir, fmt::format("--screenshot={} --window-size=1200,800 '{}'", shot.string(), url),
+  ASSERT_EQ(testing::run_chromium(dir, fmt::format("--screenshot={} --window-size=1200,800 '{}'", shot.string(), url),
                          dir / "stdout.txt"), 0)
       << testing::read_text(dir / "chromium.log");
   const cv::Mat image = cv::imread(shot.string(), cv::IMREAD_GRAYSCALE);
@@ -410,7 +393,7 @@ TEST(Leaderboard, HtmlPageRendersAndSortsInHeadlessChromium) {
   // The order after the page's own script sorted it from the address.
   auto sorted_by = [&](const std::string& hash) {
     const fs::path dom = dir / "dom.html";
-    EXPECT_EQ(run_chromium(dir, fmt::format("--dump-dom '{}#sort={}'", url, hash), dom), 0)
+    EXPECT_EQ(testing::run_chromium(dir, fmt::format("--dump-dom '{}#sort={}'", url, hash), dom), 0)
         << testing::read_text(dir / "chromium.log");
     return testing::read_text(dom);
   };

@@ -29,9 +29,7 @@ std::string slice_run(const fs::path& out, const std::string& extra = "") {
          " --set experiment.threads=2 " + extra;
 }
 
-nlohmann::json results_of(const fs::path& run) {
-  return nlohmann::json::parse(testing::read_text(run / "results.json"));
-}
+using testing::results_of;
 
 torch::Tensor exported(const fs::path& file, const std::string& key) {
   std::ifstream in(file, std::ios::binary);

@@ -33,6 +33,8 @@ void write_text(const fs::path& path, const std::string& text) {
   out << text;
 }
 
+nlohmann::json results_of(const fs::path& run) { return nlohmann::json::parse(read_text(run / "results.json")); }
+
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream buffer;
@@ -147,6 +149,21 @@ type = "accuracy"
 type = "grounding"
 )");
   return path;
+}
+
+std::string chromium() {
+  for (const char* candidate : {"/usr/bin/chromium", "/usr/bin/chromium-browser"}) {
+    if (fs::exists(candidate)) return candidate;
+  }
+  return "";
+}
+
+int run_chromium(const TempDir& dir, const std::string& arguments, const fs::path& log) {
+  const std::string command =
+      fmt::format("timeout 90 {} --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run "
+                  "--user-data-dir={} {} > {} 2>{}",
+                  chromium(), (dir / "profile").string(), arguments, log.string(), (dir / "chromium.log").string());
+  return std::system(command.c_str());
 }
 
 }  // namespace protoquant::testing

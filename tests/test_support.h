@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "protoquant/registry.h"
@@ -24,6 +25,8 @@ class TempDir {
 
 void write_text(const std::filesystem::path& path, const std::string& text);
 std::string read_text(const std::filesystem::path& path);
+// A run folder's results.json, parsed.
+nlohmann::json results_of(const std::filesystem::path& run);
 
 // A registry holding every built-in plugin of this build (loaded once per process).
 Registry& builtin_registry();
@@ -54,5 +57,13 @@ std::string fashion_mnist_root();
 // to seconds: 4 classes of 16 training and 8 test images of 32 px, width 8, one epoch a stage,
 // metrics accuracy and grounding.
 std::filesystem::path tiny_manifest(const TempDir& dir, const std::string& parent, const std::string& name);
+
+// Headless Chromium (/usr/bin/chromium), or empty when missing. Debian's package is a declared
+// dependency (tools/install-deps.sh), so a test that needs it fails rather than skips.
+std::string chromium();
+// Runs it time-bounded (90 s) in a throw-away profile under `dir`, `arguments` appended (e.g.
+// "--screenshot=F --window-size=W,H URL" or "--dump-dom URL"), stdout to `log`, stderr to
+// `dir`/chromium.log. Returns the exit status.
+int run_chromium(const TempDir& dir, const std::string& arguments, const std::filesystem::path& log);
 
 }  // namespace protoquant::testing

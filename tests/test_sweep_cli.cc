@@ -36,7 +36,7 @@ epochs = 2
 )" + sweep);
 }
 
-nlohmann::json results_of(const fs::path& run) { return nlohmann::json::parse(testing::read_text(run / "results.json")); }
+using testing::results_of;
 
 // How many members computed (did not reuse) each stage.
 std::map<std::string, int> computed_counts(const fs::path& sweep_dir, const std::vector<std::string>& members) {

@@ -123,6 +123,36 @@ TEST(Checkpoint, ResumedTrainingEqualsUninterruptedTraining) {
   EXPECT_EQ(resumed->first.steps, full->first.steps);
   EXPECT_TRUE(torch::equal(resumed->second, full->second)) << resumed->second << full->second;
   EXPECT_EQ(resumed->first.last_epoch_loss, full->first.last_epoch_loss);
+  // The loss curve of the report survives the interruption: all four epochs, the same values.
+  ASSERT_EQ(full->first.epoch_losses.size(), 4U);
+  EXPECT_EQ(resumed->first.epoch_losses, full->first.epoch_losses);
+  EXPECT_EQ(full->first.epoch_losses.back(), full->first.last_epoch_loss);
+}
+
+TEST(Checkpoint, ValidateEachEpochRecordsTheCurveWithoutKeepingABestEpoch) {
+  LinearProblem problem;
+  TensorSource data(problem.x, problem.y);
+  auto model = std::make_shared<torch::nn::LinearImpl>(4, 2);
+  TrainSettings s;
+  s.epochs = 3;
+  s.batch_size = 32;
+  s.validate_each_epoch = true;
+  TrainOptions options{"curve", 1, torch::kCPU, nullptr};
+  options.modules = {model};
+  std::vector<double> seen;
+  options.validate = [&]() -> absl::StatusOr<double> {
+    seen.push_back(model->forward(problem.x).argmax(1).eq(problem.y).to(torch::kFloat64).mean().item<double>());
+    return seen.back();
+  };
+  auto summary = train(s, model->parameters(), data,
+                       [&](const Batch& b) { return cross_entropy(model->forward(b.images), b.labels, 0.0); }, options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->validation, seen);
+  EXPECT_EQ(summary->validation.size(), 3U);
+  EXPECT_EQ(summary->best_epoch, -1);  // nothing restored: the last epoch's model stays
+  EXPECT_EQ(summary->epoch_losses.size(), 3U);
+  // The loss it records is the mean over each epoch's steps: the linear problem is learnable.
+  EXPECT_LT(summary->epoch_losses.back(), summary->epoch_losses.front());
 }
 
 TEST(Checkpoint, KeepBestRestoresTheBestValidatedEpoch) {

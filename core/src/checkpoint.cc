@@ -67,6 +67,7 @@ absl::Status save_checkpoint(const std::filesystem::path& path, const TrainingPr
       archive.write("step", torch::tensor(progress.step), true);
       archive.write("last_epoch_loss", torch::tensor(progress.last_epoch_loss, torch::kFloat64), true);
       archive.write("validation", torch::tensor(progress.validation, torch::kFloat64), true);
+      archive.write("epoch_losses", torch::tensor(progress.epoch_losses, torch::kFloat64), true);
       archive.write("best_epoch", torch::tensor(progress.best_epoch), true);
       archive.write("best_score", torch::tensor(progress.best_score, torch::kFloat64), true);
       archive.write("modules", torch::tensor(static_cast<int64_t>(modules.size())), true);
@@ -100,6 +101,12 @@ absl::Status load_checkpoint(const std::filesystem::path& path, TrainingProgress
     torch::Tensor validation;
     archive.read("validation", validation);
     progress.validation.assign(validation.data_ptr<double>(), validation.data_ptr<double>() + validation.numel());
+    // Checkpoints written before the loss history was kept have none: the curve starts later.
+    torch::Tensor losses;
+    progress.epoch_losses.clear();
+    if (archive.try_read("epoch_losses", losses)) {
+      progress.epoch_losses.assign(losses.data_ptr<double>(), losses.data_ptr<double>() + losses.numel());
+    }
     progress.best_epoch = read_int(archive, "best_epoch");
     progress.best_score = read_double(archive, "best_score");
     progress.best_state.clear();

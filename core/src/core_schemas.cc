@@ -30,6 +30,24 @@ const ParamSchema& experiment_schema() {
   return schema;
 }
 
+const ParamSchema& report_schema() {
+  static const ParamSchema schema = [] {
+    ParamSchema s;
+    s.add(ParamSpec::Bool("enabled", true, "write report.html into the run folder when the run ends"));
+    s.add(ParamSpec::Int("explanations_per_class", 1,
+                         "local explanations of the first test images of each class (explanations/*.png, in the "
+                         "report); 0 = none")
+              .range(0, 16));
+    s.add(ParamSpec::Int("gallery_prototypes", 16, "prototypes in the report's gallery, most used first; 0 = none")
+              .range(0, 1024));
+    s.add(ParamSpec::Int("patches", 6, "nearest training patches per prototype in the gallery and explanations")
+              .range(1, 16));
+    s.add(ParamSpec::Int("max_classes", 20, "classes with explanations in the report (the first ones)").range(1, 1000));
+    return s;
+  }();
+  return schema;
+}
+
 const std::vector<std::string>& stage_names() {
   static const std::vector<std::string> names = {"blackbox", "codebook", "prune", "head"};
   return names;
@@ -54,6 +72,9 @@ ParamSchema trainer_schema() {
   s.add(ParamSpec::Float("mix_probability", 1.0, "chance that a batch is mixed when mixup or cutmix is on").range(0.0, 1.0));
   s.add(ParamSpec::Float("mix_switch", 0.5, "with both on: chance of CutMix rather than Mixup").range(0.0, 1.0));
   s.add(ParamSpec::Bool("keep_best", false, "validate after every epoch and keep the best epoch's state"));
+  s.add(ParamSpec::Bool("validate_each_epoch", false,
+                        "measure the validation accuracy after every epoch for the training curves (keep_best does "
+                        "it anyway)"));
   return s;
 }
 
@@ -74,7 +95,9 @@ const ParamSchema& stage_schema(const std::string& stage) {
     m["prune"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1).with_default("epochs", 1);
     m["prune"].add(ParamSpec::Int("target", 0, "codes per codebook after pruning; 0 = no pruning").min(0));
     m["prune"].add(ParamSpec::Int("steps", 8, "pruning steps from K down to target").range(1, 10000));
-    m["head"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
+    // The head trains on cached features, so its validation curve costs one head pass per epoch.
+    m["head"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1).with_default(
+        "validate_each_epoch", true);
     return m;
   }();
   auto it = schemas.find(stage);

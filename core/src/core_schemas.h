@@ -9,6 +9,8 @@
 namespace protoquant {
 
 const ParamSchema& experiment_schema();
+// The [report] table: report.html and the pictures a run writes by itself.
+const ParamSchema& report_schema();
 // The stages a manifest may configure, in run order.
 const std::vector<std::string>& stage_names();
 // The trainer settings every stage shares, with the stage's own defaults and extra keys.

@@ -82,14 +82,7 @@ absl::StatusOr<nlohmann::json> apply_edits(const fs::path& run_dir, const EditOp
     }
     weights[c][p] = 0.0;
   }
-  if (options.limit_k && *options.limit_k < prototypes) {
-    // Ties at the k-th weight are broken by prototype index (topk is not stable), so the edit is
-    // deterministic: exactly k per class.
-    const auto order = std::get<1>(weights.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
-    auto mask = torch::zeros_like(weights, torch::kBool);
-    mask.scatter_(1, order.narrow(1, 0, *options.limit_k), true);
-    weights = weights * mask;
-  }
+  if (options.limit_k) weights = limit_k_weights(weights, *options.limit_k);
   PQ_RETURN_IF_ERROR(head.set_class_weights(weights.to(weights.device())));
   if (options.prune_inactive) {
     const auto keep = weights.gt(options.threshold).any(0).nonzero().squeeze(1).to(torch::kInt64).cpu();
@@ -125,6 +118,15 @@ absl::StatusOr<nlohmann::json> apply_edits(const fs::path& run_dir, const EditOp
 }
 
 }  // namespace
+
+torch::Tensor limit_k_weights(const torch::Tensor& weights, int64_t k) {
+  if (k >= weights.size(1)) return weights;
+  // A stable sort, not topk (whose order among ties is unspecified).
+  const auto order = std::get<1>(weights.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true));
+  auto mask = torch::zeros_like(weights, torch::kBool);
+  mask.scatter_(1, order.narrow(1, 0, k), true);
+  return weights * mask;
+}
 
 absl::StatusOr<nlohmann::json> edit_run(const fs::path& run_dir, const EditOptions& options, Registry& registry) {
   return guard(fmt::format("editing {}", run_dir.string()),

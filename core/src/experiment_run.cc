@@ -43,6 +43,7 @@ void freeze(torch::nn::Module& module) {
 nlohmann::json training_record(const TrainSummary& summary) {
   return {{"steps", summary.steps},
           {"loss", summary.last_epoch_loss},
+          {"epoch_losses", summary.epoch_losses},
           {"validation", summary.validation},
           {"train_seconds", summary.seconds},
           {"data_seconds", summary.data_seconds},
@@ -724,6 +725,8 @@ absl::StatusOr<std::map<std::string, nlohmann::json>> ExperimentRun::compute_met
                                    {"values", values["values"]},
                                    {"settings", values.value("settings", nlohmann::json::object())},
                                    {"pass", pass}};
+    // Values per prototype (purity's), kept in the stage record for the gallery and the report.
+    if (values.contains("per_prototype")) out[instance]["per_prototype"] = values["per_prototype"];
   }
   return out;
 }

@@ -1,6 +1,7 @@
 #include "explanation.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 #include <opencv2/imgproc.hpp>
@@ -27,12 +28,12 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
     const HeadOutput o = model.head->forward(batch.images.to(device));
     const torch::Tensor s = o.similarity.index_select(1, prototypes.to(o.similarity.device())).to(torch::kCPU);  // B x k x h x w
     const auto [value, cell] = s.flatten(2).max(2);  // B x k: each image's best cell
+    const torch::Tensor values = value.to(torch::kFloat64).contiguous(), cells = cell.contiguous();
+    const auto v = values.accessor<double, 2>();
+    const auto c = cells.accessor<int64_t, 2>();
     for (int64_t i = 0; i < k; ++i) {
       auto& list = best[static_cast<size_t>(i)];
-      for (int64_t b = 0; b < s.size(0); ++b) {
-        const int64_t c = cell[b][i].item<int64_t>();
-        list.push_back({begin + b, c / s.size(3), c % s.size(3), value[b][i].item<double>()});
-      }
+      for (int64_t b = 0; b < s.size(0); ++b) list.push_back({begin + b, c[b][i] / s.size(3), c[b][i] % s.size(3), v[b][i]});
       std::stable_sort(list.begin(), list.end(), [](const auto& x, const auto& y) { return x.similarity > y.similarity; });
       if (static_cast<int64_t>(list.size()) > count) list.resize(static_cast<size_t>(count));
     }
@@ -75,8 +76,10 @@ absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& ima
     p.map = up[i];
     e.prototypes.push_back(std::move(p));
   }
-  PQ_ASSIGN_OR_RETURN(const auto best, nearest_patches(model, train, order, patches));
-  for (int64_t i = 0; i < k; ++i) e.prototypes[static_cast<size_t>(i)].nearest = best[static_cast<size_t>(i)];
+  if (patches > 0) {
+    PQ_ASSIGN_OR_RETURN(const auto best, nearest_patches(model, train, order, patches));
+    for (int64_t i = 0; i < k; ++i) e.prototypes[static_cast<size_t>(i)].nearest = best[static_cast<size_t>(i)];
+  }
   return e;
 }
 
@@ -164,29 +167,39 @@ absl::StatusOr<cv::Mat> draw_explanation(const Explanation& e, const torch::Tens
 }
 
 absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& train, Dataset& dataset,
-                                                  const std::string& train_split, const torch::Tensor& usage,
-                                                  int64_t count, int64_t per_page) {
+                                                  const std::string& train_split, const GalleryOptions& options) {
   const DatasetInfo& info = dataset.info();
   const torch::Tensor weights = model.head->class_weights().detach().to(torch::kCPU, torch::kFloat32);  // C x P
   const int64_t prototypes = weights.size(1);
-  PQ_ASSIGN_OR_RETURN(const auto nearest,
-                      nearest_patches(model, train, torch::arange(prototypes, torch::kInt64), count));
+  const torch::Tensor shown =
+      options.prototypes.defined() ? options.prototypes.to(torch::kCPU, torch::kInt64) : torch::arange(prototypes, torch::kInt64);
+  if (shown.numel() > 0 && (shown.min().item<int64_t>() < 0 || shown.max().item<int64_t>() >= prototypes)) {
+    return absl::OutOfRangeError(fmt::format("gallery: the model has prototypes 0..{}", prototypes - 1));
+  }
+  std::vector<std::vector<ExplainedPrototype::Patch>> nearest;
+  if (static_cast<int64_t>(options.nearest.size()) == prototypes) {
+    for (int64_t i = 0; i < shown.numel(); ++i) nearest.push_back(options.nearest[static_cast<size_t>(shown[i].item<int64_t>())]);
+  } else {
+    PQ_ASSIGN_OR_RETURN(nearest, nearest_patches(model, train, shown, options.patches));
+  }
   const BackboneGeometry geometry = model.backbone->geometry();
   const int64_t grid_h = train.inputs().size(2), grid_w = train.inputs().size(3);
-  const int side = 80;  // each patch (the receptive field of its cell), upscaled by nearest neighbour
+  const int side = 96;  // each patch (the receptive field of its cell), upscaled by nearest neighbour
   const int margin = 6, text_w = 300;
+  const int64_t count = options.patches;
   auto name = [&](int64_t c) {
     return c < static_cast<int64_t>(info.class_names.size()) ? info.class_names[static_cast<size_t>(c)] : std::to_string(c);
   };
   std::vector<cv::Mat> pages;
-  for (int64_t first = 0; first < prototypes; first += per_page) {
-    const int64_t last = std::min(prototypes, first + per_page);
+  for (int64_t first = 0; first < shown.numel(); first += options.per_page) {
+    const int64_t last = std::min(shown.numel(), first + options.per_page);
     cv::Mat page(margin + static_cast<int>(last - first) * (side + margin), text_w + static_cast<int>(count) * (side + margin) + margin,
                  CV_8UC3, cv::Scalar(245, 245, 245));
-    for (int64_t p = first; p < last; ++p) {
-      const int top = margin + static_cast<int>(p - first) * (side + margin);
-      const bool used = usage.defined() && p < usage.numel();
-      draw_label(page, used ? fmt::format("prototype {} (usage {})", p, usage[p].item<int64_t>()) : fmt::format("prototype {}", p),
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t p = shown[i].item<int64_t>();
+      const int top = margin + static_cast<int>(i - first) * (side + margin);
+      const bool used = options.usage.defined() && p < options.usage.numel();
+      draw_label(page, used ? fmt::format("prototype {} (usage {})", p, options.usage[p].item<int64_t>()) : fmt::format("prototype {}", p),
                  cv::Point(margin, top));
       // Its strongest classes with their weights, two a line.
       const torch::Tensor column = weights.select(1, p);
@@ -199,8 +212,14 @@ absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& tr
         }
         if (!classes.empty()) draw_label(page, classes, cv::Point(margin, top + 22 * (line + 1)));
       }
-      for (size_t j = 0; j < nearest[static_cast<size_t>(p)].size(); ++j) {
-        const auto& patch = nearest[static_cast<size_t>(p)][j];
+      if (p < static_cast<int64_t>(options.purity.size())) {
+        const double purity = options.purity[static_cast<size_t>(p)];
+        draw_label(page, std::isnan(purity) ? std::string("purity: not evaluated") : fmt::format("purity {:.2f}", purity),
+                   cv::Point(margin, top + 66));
+      }
+      const auto& patches = nearest[static_cast<size_t>(i)];
+      for (size_t j = 0; j < patches.size() && static_cast<int64_t>(j) < count; ++j) {
+        const auto& patch = patches[j];
         PQ_ASSIGN_OR_RETURN(Batch b, dataset.get_eval_batch(train_split, torch::tensor({patch.image}, torch::kInt64)));
         const cv::Mat image = displayable(b.images[0], info);
         const cv::Rect region = cell_region(patch.row, patch.column, geometry, image.rows, image.cols, grid_h, grid_w);

@@ -45,19 +45,27 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
                                                                                    int64_t count);
 
 // `image`: 1 x c x H x W normalised. `train`: the training split's feature maps (nearest patches).
-// explained_class < 0: the predicted class.
+// explained_class < 0: the predicted class. patches = 0: no nearest patches searched (a caller
+// that holds them for every prototype fills them in).
 absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, TensorSource& train,
                                           int64_t top, int64_t explained_class, int64_t patches);
 
+// The prototype gallery: one row per prototype (`per_page` rows a page): its strongest classes
+// with their weights, its codebook usage and purity when known, and its nearest training patches.
+struct GalleryOptions {
+  torch::Tensor prototypes;          // which, in this order (1-D int64); undefined: all, by index
+  torch::Tensor usage;               // P counts on the evaluated split, or undefined
+  std::vector<double> purity;        // P values (NaN: not evaluated), or empty
+  int64_t patches = 10;              // nearest training patches per prototype
+  int64_t per_page = 16;
+  // Precomputed nearest patches of every prototype (index = prototype), or empty: searched here.
+  std::vector<std::vector<ExplainedPrototype::Patch>> nearest;
+};
+absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& train, Dataset& dataset,
+                                                  const std::string& train_split, const GalleryOptions& options);
+
 // The picture: the input, then a row per prototype: the map over the input with the box around
 // its peak, its contribution, and its nearest training patches (cut from the training images).
-// The prototype gallery: one row per prototype (`per_page` rows a page): its strongest classes
-// with their weights, its codebook usage when known (`usage`: P counts, or undefined), and its
-// `count` nearest training patches.
-absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& train, Dataset& dataset,
-                                                  const std::string& train_split, const torch::Tensor& usage,
-                                                  int64_t count, int64_t per_page);
-
 absl::StatusOr<cv::Mat> draw_explanation(const Explanation& explanation, const torch::Tensor& image,
                                          const torch::Tensor& parts, Dataset& dataset, const std::string& train_split,
                                          const BackboneGeometry& geometry);

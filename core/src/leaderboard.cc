@@ -105,6 +105,7 @@ bool run_specific_parameter(const std::string& key, const RunParameter& value) {
   if (kRunKeys.count(key) > 0) return true;
   // What was measured (the [[metrics]] entries), not the model: `protoquant evaluate` adds some.
   if (starts_with(key, "metrics.")) return true;
+  if (starts_with(key, "report.")) return true;  // what the report shows, not the model
   return value.value.is_string() && starts_with(value.text, "/");
 }
 

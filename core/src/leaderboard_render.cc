@@ -8,6 +8,8 @@
 
 #include "protoquant/leaderboard.h"
 
+#include "html_text.h"
+
 namespace protoquant {
 
 namespace {
@@ -133,20 +135,6 @@ std::string render_json(const Leaderboard& board) {
   return rows.dump(2) + "\n";
 }
 
-std::string html_escape(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 // Inline so the page works from a file on a machine with no network. A click sorts by a column
 // (metrics start descending, parameters ascending; again reverses); #sort=-NAME in the address
@@ -224,14 +212,14 @@ std::string render_html(const Leaderboard& board, std::string_view title) {
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{0}</title>\n<style>{1}</style>\n"
       "</head>\n<body>\n<h1>{0}</h1>\n<p class=\"summary\">{2} run{3} in {4} row{5}; click a header to sort</p>\n"
       "<table id=\"leaderboard\">\n<thead><tr>",
-      html_escape(title), kStyle, board.run_count, board.run_count == 1 ? "" : "s", board.rows.size(),
+      escape_html(title), kStyle, board.run_count, board.run_count == 1 ? "" : "s", board.rows.size(),
       board.rows.size() == 1 ? "" : "s");
   auto header = [&](const std::string& key, const char* kind) {
     std::string sorted;
     if (board.sort && board.sort->metric == key) {
       sorted = fmt::format(" aria-sort=\"{}\"", board.sort->descending ? "descending" : "ascending");
     }
-    out += fmt::format("<th class=\"{}\" data-key=\"{}\"{}>{}</th>", kind, html_escape(key), sorted, html_escape(key));
+    out += fmt::format("<th class=\"{}\" data-key=\"{}\"{}>{}</th>", kind, escape_html(key), sorted, escape_html(key));
   };
   for (const auto& key : board.param_columns) header(key, "param");
   for (const auto& key : board.metric_columns) header(key, "metric");
@@ -239,14 +227,14 @@ std::string render_html(const Leaderboard& board, std::string_view title) {
   for (const auto& row : board.rows) {
     std::string runs;
     for (const auto& id : row.run_ids) runs += (runs.empty() ? "" : " ") + id;
-    out += fmt::format("<tr data-runs=\"{}\">", html_escape(runs));
+    out += fmt::format("<tr data-runs=\"{}\">", escape_html(runs));
     for (const auto& param : row.params) {
       if (!param) {
         out += fmt::format("<td class=\"param\">{}</td>", kMissing);
         continue;
       }
       const std::string value = param->value.is_number() ? exact_number(param->value.get<double>()) : param->text;
-      out += fmt::format("<td class=\"param\" data-value=\"{}\">{}</td>", html_escape(value), html_escape(param->text));
+      out += fmt::format("<td class=\"param\" data-value=\"{}\">{}</td>", escape_html(value), escape_html(param->text));
     }
     for (const auto& metric : row.metrics) {
       if (metric.n == 0) {
@@ -255,7 +243,7 @@ std::string render_html(const Leaderboard& board, std::string_view title) {
       }
       const std::string n = metric.n > 1 ? fmt::format("<span class=\"n\">n={}</span>", metric.n) : "";
       out += fmt::format("<td data-value=\"{}\">{}{}</td>", exact_number(metric.mean),
-                         html_escape(summary_text(metric, false)), n);
+                         escape_html(summary_text(metric, false)), n);
     }
     out += "</tr>\n";
   }

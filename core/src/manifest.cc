@@ -143,8 +143,8 @@ namespace {
 
 using manifest_detail::where;
 
-const std::vector<std::string> kTopLevelKeys = {"experiment", "dataset", "backbone", "quantizer",
-                                                "head",       "stages",  "metrics",  "plugins"};
+const std::vector<std::string> kTopLevelKeys = {"experiment", "dataset", "backbone", "quantizer", "head",
+                                                "stages",     "metrics", "report",   "plugins"};
 
 class Validator {
  public:
@@ -397,6 +397,9 @@ ManifestValidation validate_manifest(const fs::path& manifest, const toml::table
     spec.metrics.push_back({"metric", "accuracy", Params::defaults(registry.metrics.find("accuracy")->schema)});
   }
 
+  const toml::table* report = table_of("report", false);
+  spec.report = v.validate_table(report ? *report : kEmpty, report_schema(), "report");
+
   if (!v.errors().empty()) {
     result.errors = std::move(v.errors());
     return result;
@@ -416,6 +419,7 @@ ManifestValidation validate_manifest(const fs::path& manifest, const toml::table
   for (const auto& [stage, params] : spec.stages) r["stages"][stage] = params.to_json();
   r["metrics"] = nlohmann::json::array();
   for (const auto& metric : spec.metrics) r["metrics"].push_back(component_json(metric));
+  r["report"] = spec.report.to_json();
   r["plugins"] = spec.plugins;
   return result;
 }

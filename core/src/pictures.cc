@@ -15,7 +15,9 @@
 namespace protoquant {
 
 cv::Mat displayable(const torch::Tensor& image, const DatasetInfo& info) {
-  torch::Tensor x = image.detach().to(torch::kCPU, torch::kFloat32);
+  // A copy: .to() returns the caller's own tensor when it is already CPU fp32, and the loop below
+  // writes in place.
+  torch::Tensor x = image.detach().to(torch::kCPU, torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
   const int64_t c = x.size(0);
   for (int64_t i = 0; i < c; ++i) {
     const double s = i < static_cast<int64_t>(info.std.size()) ? info.std[static_cast<size_t>(i)] : 1.0;

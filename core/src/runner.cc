@@ -10,6 +10,7 @@
 #include "protoquant/build_info.h"
 #include "protoquant/digest.h"
 #include "protoquant/status.h"
+#include "report.h"
 
 namespace protoquant {
 namespace fs = std::filesystem;
@@ -64,6 +65,13 @@ absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Regist
   results["manifest_hash"] = sha256_hex(spec.resolved.dump());
   results["total_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "results.json", results.dump(2) + "\n"));
+  // The report is drawn from what results.json holds, after it: a failure here leaves the results.
+  if (const ReportSettings report = ReportSettings::from(spec.report); report.enabled) {
+    const auto report_start = std::chrono::steady_clock::now();
+    PQ_ASSIGN_OR_RETURN(const fs::path page, guard("writing the run report", [&] { return write_run_report(run, results, report); }));
+    fmt::print(stderr, "[report] {} in {:.1f} s\n", page.string(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - report_start).count());
+  }
   return results;
 }
 

@@ -33,6 +33,7 @@ TrainSettings TrainSettings::from(const Params& p) {
   s.mix_probability = p.get_float("mix_probability");
   s.mix_switch = p.get_float("mix_switch");
   s.keep_best = p.get_bool("keep_best");
+  s.validate_each_epoch = p.get_bool("validate_each_epoch");
   return s;
 }
 
@@ -200,14 +201,15 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         }
       }
       progress_state.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(steps_per_epoch);
+      progress_state.epoch_losses.push_back(progress_state.last_epoch_loss);
       summary.data_seconds += epoch_data_seconds;
       std::string note = fmt::format("loss {:.4f}, {:.1f} s waiting for data", progress_state.last_epoch_loss,
                                      epoch_data_seconds);
-      if (settings.keep_best) {
+      if (settings.keep_best || (settings.validate_each_epoch && options.validate)) {
         PQ_ASSIGN_OR_RETURN(const double score, options.validate());
         progress_state.validation.push_back(score);
         note += fmt::format(", validation {:.4f}", score);
-        if (progress_state.best_epoch < 0 || score > progress_state.best_score) {
+        if (settings.keep_best && (progress_state.best_epoch < 0 || score > progress_state.best_score)) {
           progress_state.best_epoch = epoch;
           progress_state.best_score = score;
           progress_state.best_state.clear();
@@ -232,6 +234,7 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
     }
     summary.steps = step;
     summary.last_epoch_loss = progress_state.last_epoch_loss;
+    summary.epoch_losses = progress_state.epoch_losses;
     summary.validation = progress_state.validation;
     summary.best_epoch = progress_state.best_epoch;
     summary.best_score = progress_state.best_score;

@@ -292,6 +292,26 @@ absl::Status ImageDataset::prepare(const std::string& split, int64_t index, bool
   });
 }
 
+absl::StatusOr<Batch> ImageDataset::load_image(const std::filesystem::path& file) {
+  return guard(file.string(), [&]() -> absl::StatusOr<Batch> {
+    PQ_ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, read_bytes(file));
+    auto header = probe_image(bytes.data(), bytes.size());
+    if (!header.ok()) return absl::DataLossError(fmt::format("{}: {}", file.string(), std::string(header.status().message())));
+    Sample sample;
+    Rng rng(0);  // the eval transform draws nothing; a seed all the same
+    const int max_reduction = header->format == ImageFormat::kJpeg ? 8 : 1;
+    auto status = options_.eval.run(
+        cv::Size(header->width, header->height), max_reduction,
+        [&](int reduction) { return decode_bgr(bytes, header->format, reduction); }, std::nullopt, sample, rng);
+    if (!status.ok()) return absl::DataLossError(fmt::format("{}: {}", file.string(), std::string(status.message())));
+    Batch batch;
+    batch.images = torch::empty({1, 3, info_.height, info_.width}, torch::kFloat32);
+    to_normalized_chw(sample.image, options_.mean, options_.std, batch.images.data_ptr<float>());
+    batch.labels = torch::full({1}, -1, torch::kInt64);
+    return batch;
+  });
+}
+
 absl::StatusOr<Batch> ImageDataset::finish(Pending& pending) {
   pending.job->wait();
   std::vector<int64_t> good;

@@ -77,6 +77,7 @@ class ImageDataset : public Dataset {
   absl::StatusOr<Batch> get_batch(const std::string& split, const torch::Tensor& indices) override;
   absl::StatusOr<Batch> get_eval_batch(const std::string& split, const torch::Tensor& indices) override;
   void prefetch(const std::string& split, const torch::Tensor& indices, bool augment) override;
+  absl::StatusOr<Batch> load_image(const std::filesystem::path& file) override;
   std::string identity() const override { return identity_; }
 
   int threads() const { return pool_->threads(); }

@@ -22,6 +22,7 @@ struct TrainingProgress {
   int64_t epochs_done = 0;
   int64_t step = 0;
   double last_epoch_loss = 0.0;
+  std::vector<double> epoch_losses;  // one per epoch done
   std::vector<double> validation;
   int64_t best_epoch = -1;
   double best_score = 0.0;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,12 @@ class Dataset {
   // A hint that get_batch / get_eval_batch (augment = false) with these indices comes next, so a
   // decoding dataset can prepare it in the background. Ignoring it is always correct.
   virtual void prefetch(const std::string& /*split*/, const torch::Tensor& /*indices*/, bool /*augment*/) {}
+  // Any image file through the eval transform, as the model would see it: a batch of one with
+  // label -1 and no annotations (`protoquant explain --image`). Datasets that hold no images of
+  // their own format need not override it.
+  virtual absl::StatusOr<Batch> load_image(const std::filesystem::path& file) {
+    return absl::UnimplementedError(file.string() + ": dataset '" + info().name + "' cannot read image files");
+  }
   // A string that changes when the data changes (files, sizes, transform): feature cache keys.
   virtual std::string identity() const = 0;
 };

@@ -13,6 +13,7 @@
 
 #include <absl/status/statusor.h>
 #include <nlohmann/json.hpp>
+#include <torch/types.h>
 
 #include "protoquant/registry.h"
 
@@ -32,6 +33,10 @@ struct EditOptions {
   }
   std::string default_name() const;
 };
+
+// Each class's k highest weights kept, the rest zeroed (C x P). Ties at the k-th weight go to the
+// lower prototype index, so exactly k survive per class and the edit is deterministic.
+torch::Tensor limit_k_weights(const torch::Tensor& weights, int64_t k);
 
 // "CLASS:P" -> (class, prototype), with a one-line error otherwise.
 absl::StatusOr<std::pair<int64_t, int64_t>> parse_class_prototype(const std::string& text);

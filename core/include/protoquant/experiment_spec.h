@@ -26,6 +26,7 @@ struct ExperimentSpec {
   ComponentSpec dataset, backbone, quantizer, head;
   std::map<std::string, Params> stages;  // [stages.blackbox], [stages.codebook], [stages.head]
   std::vector<ComponentSpec> metrics;    // [[metrics]]
+  Params report;                         // [report]: what the run report (report.html) shows
   std::vector<std::string> plugins;      // extra plugin libraries, absolute paths
   nlohmann::json resolved;               // the manifest with every default filled in
 };

@@ -81,7 +81,8 @@ class Metric {
   // batches of the same pass.
   virtual absl::Status merge(const Metric& other) = 0;
   // {"values": {name: number, ...}, "settings": {...}}: every setting that shaped the values is
-  // recorded beside them.
+  // recorded beside them. Optionally "per_prototype": {name: [P numbers or null]}, kept in the
+  // metric's stage record (the gallery shows purity per prototype from it).
   virtual absl::StatusOr<nlohmann::json> compute() = 0;
 
   // `protoquant evaluate --dump`: where this metric puts the arrays it computed from beyond the

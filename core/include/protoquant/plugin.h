@@ -19,7 +19,7 @@
 namespace protoquant {
 
 // Bump when any interface in include/protoquant changes layout or meaning.
-inline constexpr uint32_t kPluginAbiVersion = 7;  // 7: DatasetInfo mean/std; 6: streaming Metric; 5: Backbone::geometry; 4: Registry's loaded-library set; 3: Head::reads_16bit_features; 2: keep_codes, Head editing
+inline constexpr uint32_t kPluginAbiVersion = 8;  // 8: Dataset::load_image; 7: DatasetInfo mean/std; 6: streaming Metric; 5: Backbone::geometry; 4: Registry's loaded-library set; 3: Head::reads_16bit_features; 2: keep_codes, Head editing
 
 using PluginAbiVersionFn = uint32_t();
 using PluginRegisterFn = absl::Status(Registry&);

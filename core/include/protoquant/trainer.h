@@ -39,6 +39,7 @@ struct TrainSettings {
   double mix_probability = 1.0;  // chance that a batch is mixed at all
   double mix_switch = 0.5;       // with both on: chance of CutMix rather than Mixup
   bool keep_best = false;        // validate after every epoch, keep the best epoch's state
+  bool validate_each_epoch = false;  // validate after every epoch for the curves only (keep_best implies it)
 
   static TrainSettings from(const Params& params);  // a stage table of the manifest
 };
@@ -111,7 +112,8 @@ struct TrainOptions {
   // Written atomically after every epoch (modules, optimiser, epoch, best state); empty = none.
   std::filesystem::path checkpoint;
   bool resume = false;  // continue from `checkpoint` when it exists
-  // Validation score after every epoch (higher is better), when settings.keep_best is set.
+  // Validation score after every epoch (higher is better), when settings.keep_best or
+  // settings.validate_each_epoch is set.
   std::function<absl::StatusOr<double>()> validate;
   int64_t num_classes = 0;  // the width of Mixup/CutMix soft targets
 };
@@ -121,6 +123,7 @@ struct TrainSummary {
   double last_epoch_loss = 0.0;  // mean loss of the final epoch
   double seconds = 0.0;
   double data_seconds = 0.0;       // of `seconds`, waiting for batches (input-bound training shows here)
+  std::vector<double> epoch_losses;  // mean training loss per epoch (the curves of the run report)
   std::vector<double> validation;  // per epoch, when validated
   int64_t best_epoch = -1;         // 0-based; -1 when not validated
   double best_score = 0.0;

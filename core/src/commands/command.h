@@ -47,6 +47,7 @@ std::unique_ptr<Command> make_validate_command(CLI::App& app);
 std::unique_ptr<Command> make_run_command(CLI::App& app, const GlobalOptions& global);
 std::unique_ptr<Command> make_evaluate_command(CLI::App& app);
 std::unique_ptr<Command> make_explain_command(CLI::App& app);
+std::unique_ptr<Command> make_report_command(CLI::App& app);
 std::unique_ptr<Command> make_edit_command(CLI::App& app);
 std::unique_ptr<Command> make_data_command(CLI::App& app);
 std::vector<std::unique_ptr<Command>> make_results_commands(CLI::App& app);  // runs, leaderboard
