@@ -6,7 +6,8 @@ function(protoquant_add_plugin name)
   target_link_libraries(${name} PRIVATE protoquant::core)
   set_target_properties(${name} PROPERTIES
     PREFIX ""
-    LIBRARY_OUTPUT_DIRECTORY ${PROTOQUANT_PLUGIN_OUTPUT_DIR})
+    LIBRARY_OUTPUT_DIRECTORY ${PROTOQUANT_PLUGIN_OUTPUT_DIR}
+    INSTALL_RPATH "$ORIGIN/../..")  # the core, two folders up: lib/protoquant/plugins -> lib
   protoquant_use_pch(${name})
   install(TARGETS ${name} LIBRARY DESTINATION lib/protoquant/plugins)
 endfunction()

@@ -4,7 +4,6 @@
 #include <torch/torch.h>
 
 #include "part_hits.h"
-#include "protoquant/evaluation_pass.h"
 #include "protoquant/status.h"
 
 namespace protoquant::metrics {
@@ -50,6 +49,7 @@ absl::Status Consistency::merge(const Metric& other) {
 }
 
 absl::StatusOr<nlohmann::json> Consistency::compute() {
+  if (!classes_.defined()) return absl::FailedPreconditionError("consistency: computed before the evaluation pass began");
   const torch::Tensor evaluated = classes_.any(1);  // prototypes with at least one class
   const int64_t count = evaluated.sum().item<int64_t>();
   if (count == 0) return absl::FailedPreconditionError("consistency: no prototype has a class under the classes rule");

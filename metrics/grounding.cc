@@ -50,6 +50,7 @@ absl::Status Grounding::merge(const Metric& other) {
 }
 
 absl::StatusOr<nlohmann::json> Grounding::compute() {
+  if (!top_.defined()) return absl::FailedPreconditionError("grounding: computed before the evaluation pass began");
   if (!torch::isfinite(top_).all().item<bool>()) {
     return absl::FailedPreconditionError(fmt::format("grounding: fewer than top_k = {} training feature vectors", top_k_));
   }

@@ -8,7 +8,6 @@
 #include <torch/torch.h>
 
 #include "part_hits.h"
-#include "protoquant/evaluation_pass.h"
 #include "protoquant/status.h"
 
 namespace protoquant::metrics {
@@ -117,6 +116,7 @@ absl::Status Purity::merge(const Metric& other) {
 }
 
 absl::StatusOr<nlohmann::json> Purity::compute() {
+  if (!selected_.defined()) return absl::FailedPreconditionError("purity: computed before the evaluation pass began");
   const int64_t count = selected_.sum().item<int64_t>();
   if (count == 0) return absl::FailedPreconditionError("purity: no prototype has a class weight above the threshold");
   const torch::Tensor filled = top_.images.ge(0).unsqueeze(2);                       // P x k x 1

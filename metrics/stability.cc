@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include "part_hits.h"
-#include "protoquant/evaluation_pass.h"
 #include "protoquant/status.h"
 
 namespace protoquant::metrics {
@@ -79,6 +78,7 @@ absl::Status Stability::merge(const Metric& other) {
 }
 
 absl::StatusOr<nlohmann::json> Stability::compute() {
+  if (!pairs_.defined()) return absl::FailedPreconditionError("stability: computed before the evaluation pass began");
   const torch::Tensor evaluated = pairs_.gt(0);
   const int64_t count = evaluated.sum().item<int64_t>();
   if (count == 0) return absl::FailedPreconditionError("stability: no prototype was evaluated on any image");

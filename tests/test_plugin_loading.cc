@@ -2,6 +2,8 @@
 
 #include <new>
 
+#include <fmt/format.h>
+
 #include "protoquant/plugin.h"
 #include "protoquant/plugin_loader.h"
 #include "test_support.h"
@@ -31,6 +33,38 @@ TEST(PluginLoading, WrongAbiVersionIsRefusedWithTheFileName) {
   EXPECT_NE(status.message().find(library.string()), std::string::npos) << status;
   // tests/plugins/wrong_abi.cc declares kPluginAbiVersion + 41.
   EXPECT_NE(status.message().find("ABI version " + std::to_string(kPluginAbiVersion + 41)), std::string::npos) << status;
+}
+
+TEST(PluginLoading, ABuildAgainstAnotherLibTorchIsRefusedNamingBoth) {
+  Registry registry;
+  const fs::path library = kTestPlugins / "wrong_torch.so";
+  const absl::Status status = load_plugin(library, registry);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  const std::string message(status.message());
+  EXPECT_NE(message.find(library.string()), std::string::npos) << status;
+  EXPECT_NE(message.find("built against torch 0.0.1"), std::string::npos) << status;
+  EXPECT_NE(message.find(fmt::format("uses torch {}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH)),
+            std::string::npos)
+      << status;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << "one line";
+}
+
+TEST(PluginLoading, BuildRecordsAreComparedFieldByField) {
+  const std::string ours = PROTOQUANT_BUILD_RECORD;
+  EXPECT_FALSE(build_record_mismatch(ours, ours).has_value());
+  EXPECT_NE(ours.find("sdk=" + std::to_string(kPluginAbiVersion)), std::string::npos) << ours;
+  const auto compiler = build_record_mismatch("sdk=8 torch=1.13.0 compiler=clang-99 cxx11_abi=1",
+                                              "sdk=8 torch=1.13.0 compiler=gcc-12 cxx11_abi=1");
+  ASSERT_TRUE(compiler.has_value());
+  EXPECT_EQ(compiler->first, "compiler clang-99");
+  EXPECT_EQ(compiler->second, "uses compiler gcc-12");
+  const auto abi = build_record_mismatch("sdk=8 torch=1.13.0 compiler=gcc-12 cxx11_abi=0",
+                                         "sdk=8 torch=1.13.0 compiler=gcc-12 cxx11_abi=1");
+  ASSERT_TRUE(abi.has_value());
+  EXPECT_EQ(abi->first, "cxx11_abi 0");
+  const auto missing = build_record_mismatch("sdk=8", "sdk=8 torch=1.13.0");
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_EQ(missing->first, "torch (none)");
 }
 
 TEST(PluginLoading, LibraryWithoutEntryPointsIsRefused) {

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <mutex>
+#include <sstream>
 
 #ifndef BOOST_DLL_USE_STD_FS
 #define BOOST_DLL_USE_STD_FS
@@ -26,6 +28,26 @@ std::vector<boost::dll::shared_library>& pinned_libraries() {
 
 }  // namespace
 
+std::optional<std::pair<std::string, std::string>> build_record_mismatch(const std::string& plugin,
+                                                                         const std::string& loader) {
+  auto parse = [](const std::string& record) {
+    std::map<std::string, std::string> fields;
+    std::istringstream words(record);
+    for (std::string word; words >> word;) {
+      const size_t eq = word.find('=');
+      if (eq != std::string::npos) fields[word.substr(0, eq)] = word.substr(eq + 1);
+    }
+    return fields;
+  };
+  const auto theirs = parse(plugin), ours = parse(loader);
+  for (const auto& [key, value] : ours) {
+    const auto it = theirs.find(key);
+    const std::string their_value = it == theirs.end() ? "(none)" : it->second;
+    if (their_value != value) return std::make_pair(key + " " + their_value, "uses " + key + " " + value);
+  }
+  return std::nullopt;
+}
+
 absl::Status load_plugin(const fs::path& library, Registry& registry) {
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
@@ -45,7 +67,7 @@ absl::Status load_plugin(const fs::path& library, Registry& registry) {
   if (load_error) {
     return absl::InvalidArgumentError(fmt::format("{}: cannot load plugin: {}", path.string(), load_error.message()));
   }
-  for (const char* symbol : {"protoquant_abi_version", "protoquant_register"}) {
+  for (const char* symbol : {"protoquant_abi_version", "protoquant_build_record", "protoquant_register"}) {
     if (!lib.has(symbol)) {
       pinned_libraries().push_back(std::move(lib));
       return absl::InvalidArgumentError(
@@ -58,6 +80,13 @@ absl::Status load_plugin(const fs::path& library, Registry& registry) {
     return absl::FailedPreconditionError(fmt::format(
         "{}: plugin ABI version {} does not match this ProtoQuant's {}; rebuild the plugin against this SDK",
         path.string(), abi, kPluginAbiVersion));
+  }
+  const std::string record = lib.get_alias<PluginBuildRecordFn>("protoquant_build_record")();
+  if (auto mismatch = build_record_mismatch(record, PROTOQUANT_BUILD_RECORD)) {
+    pinned_libraries().push_back(std::move(lib));
+    return absl::FailedPreconditionError(
+        fmt::format("{}: built against {}, this ProtoQuant {}; rebuild the plugin against this SDK", path.string(),
+                    mismatch->first, mismatch->second));
   }
   auto& register_components = lib.get_alias<PluginRegisterFn>("protoquant_register");
   registry.set_current_library(path.string());

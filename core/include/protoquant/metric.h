@@ -93,4 +93,8 @@ class Metric {
   std::optional<EvalDump> dump_;
 };
 
+// For a metric that needs part keypoints: OK, or, on a dataset without them, one clear line
+// ("metric 'purity' needs part keypoints, and dataset 'fashion_mnist' has none").
+absl::Status require_parts(const EvalContext& context, const std::string& metric);
+
 }  // namespace protoquant

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <absl/status/status.h>
@@ -12,9 +14,14 @@
 
 namespace protoquant {
 
-// Loads one library: checks both symbols and the ABI version, then registers its components.
-// Loading the same file twice is a no-op.
+// Loads one library: checks its symbols, the ABI version and the build record (plugin.h), then
+// registers its components. Loading the same file twice is a no-op.
 absl::Status load_plugin(const std::filesystem::path& library, Registry& registry);
+
+// The first field (sdk, torch, compiler, cxx11_abi) in which a plugin's build record differs
+// from the loader's, as ("torch 0.0.1", "uses torch 1.13.0"); nullopt when they agree.
+std::optional<std::pair<std::string, std::string>> build_record_mismatch(const std::string& plugin,
+                                                                         const std::string& loader);
 
 // Every *.so in `folder` (sorted, so registration order is reproducible).
 absl::Status load_plugin_folder(const std::filesystem::path& folder, Registry& registry);

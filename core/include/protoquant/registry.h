@@ -70,7 +70,7 @@ class ComponentRegistry {
 
   const std::map<std::string, Entry>& entries() const { return entries_; }
 
-  // Builds `name` with `params` (already validated against its schema). Exceptions thrown while
+  // Builds `name` with `params`, checked against its schema first. Exceptions thrown while
   // constructing become a Status naming the component.
   absl::StatusOr<std::shared_ptr<T>> build(const std::string& name, const Params& params,
                                            const BuildContext& context) const {
@@ -79,6 +79,15 @@ class ComponentRegistry {
       const std::string hint = closest_match(name, names());
       return absl::NotFoundError(fmt::format("unknown {} type '{}'{}", kind_, name,
                                              hint.empty() ? "" : fmt::format(" (did you mean '{}'?)", hint)));
+    }
+    // The schema holds even for callers that skip the manifest (tests, check-plugin, other
+    // tools): a factory never sees a value its schema refuses.
+    for (const auto& spec : entry->schema.specs()) {
+      if (auto it = params.values().find(spec.name); it != params.values().end()) {
+        if (const std::string problem = spec.check(it->second); !problem.empty()) {
+          return absl::InvalidArgumentError(fmt::format("{} '{}': {}", kind_, name, problem));
+        }
+      }
     }
     return guard(fmt::format("building {} '{}'", kind_, name),
                  [&]() -> absl::StatusOr<std::shared_ptr<T>> { return entry->factory(params, context); });

@@ -42,6 +42,7 @@ std::vector<std::unique_ptr<Command>> make_commands(CLI::App& app, const GlobalO
 
 // The factories, one per file.
 std::unique_ptr<Command> make_plugins_command(CLI::App& app);
+std::unique_ptr<Command> make_check_plugin_command(CLI::App& app);
 std::unique_ptr<Command> make_describe_command(CLI::App& app);
 std::unique_ptr<Command> make_validate_command(CLI::App& app);
 std::unique_ptr<Command> make_run_command(CLI::App& app, const GlobalOptions& global);

@@ -5,6 +5,7 @@ namespace protoquant {
 std::vector<std::unique_ptr<Command>> make_commands(CLI::App& app, const GlobalOptions& global) {
   std::vector<std::unique_ptr<Command>> commands;
   commands.push_back(make_plugins_command(app));
+  commands.push_back(make_check_plugin_command(app));
   commands.push_back(make_describe_command(app));
   commands.push_back(make_validate_command(app));
   commands.push_back(make_run_command(app, global));

@@ -42,7 +42,4 @@ EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::
 // keypoints and boxes; the class weights, prototypes, image size and backbone geometry).
 std::shared_ptr<Metric> make_input_dump(const EvalDump& dump, bool with_parts);
 
-// A metric that needs part keypoints on a dataset without them: one clear line.
-absl::Status require_parts(const EvalContext& context, const std::string& metric);
-
 }  // namespace protoquant
