@@ -219,15 +219,22 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
     std::vector<double> ks, accuracy;
     std::string rows;
     absl::Status edited = absl::OkStatus();
+    absl::Status measured = absl::OkStatus();
     for (int64_t k : limit_k_values(prototypes)) {
       edited = head.set_class_weights(limit_k_weights(weights, k));
       if (!edited.ok()) break;
-      PQ_ASSIGN_OR_RETURN(const double a, run.head_accuracy(*eval));
+      auto a = run.head_accuracy(*eval);
+      if (!a.ok()) {
+        measured = a.status();
+        break;
+      }
       ks.push_back(static_cast<double>(k));
-      accuracy.push_back(a);
-      rows += fmt::format("<tr><td class=\"number\">{}</td><td class=\"number\">{:.4f}</td></tr>", k, a);
+      accuracy.push_back(*a);
+      rows += fmt::format("<tr><td class=\"number\">{}</td><td class=\"number\">{:.4f}</td></tr>", k, *a);
     }
-    if (!ks.empty()) PQ_RETURN_IF_ERROR(head.set_class_weights(weights));
+    // The trained weights go back whatever happened above: the model outlives the report.
+    if (edited.ok() || !ks.empty()) PQ_RETURN_IF_ERROR(head.set_class_weights(weights));
+    PQ_RETURN_IF_ERROR(measured);
     if (!edited.ok() && ks.empty()) {
       limit_k = note(fmt::format("not measured: {}", std::string(edited.message())));
     } else {
