@@ -240,7 +240,7 @@ TEST_F(RunReport, TrainingCurvesAndPurityPerPrototypeComeFromTheRecords) {
   }
   EXPECT_EQ(count, results["metrics"]["purity"]["evaluated_prototypes"].get<int64_t>());
   EXPECT_NEAR(sum / static_cast<double>(count), results["metrics"]["purity"]["purity"].get<double>(), 1e-9);
-  const torch::Tensor usage = recorded_usage(run(), prototypes);
+  const torch::Tensor usage = recorded_usage(results, prototypes);
   ASSERT_TRUE(usage.defined());
   EXPECT_EQ(usage.sum().item<int64_t>(), results["metrics"]["codebook"]["assignments"].get<int64_t>());
 }

@@ -114,9 +114,7 @@ absl::StatusOr<cv::Mat> draw_explanation(const Explanation& e, const torch::Tens
   const int width = margin + cell_w + margin + patches * (patch_side + margin) + 260;
   const int rows = static_cast<int>(e.prototypes.size()) + 1;
   cv::Mat canvas(margin + rows * (cell_h + text_h + margin), std::max(width, cell_w + 520), CV_8UC3, cv::Scalar(245, 245, 245));
-  auto name = [&](int64_t c) {
-    return c >= 0 && c < static_cast<int64_t>(info.class_names.size()) ? info.class_names[static_cast<size_t>(c)] : std::to_string(c);
-  };
+  auto name = [&](int64_t c) { return class_name(info, c); };
   cv::Mat input;
   cv::resize(displayable(image[0], info), input, cv::Size(cell_w, cell_h), 0, 0, cv::INTER_NEAREST);
   if (parts.defined()) draw_annotations(input, parts, torch::Tensor(), scale);
@@ -187,9 +185,7 @@ absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& tr
   const int side = 96;  // each patch (the receptive field of its cell), upscaled by nearest neighbour
   const int margin = 6, text_w = 300;
   const int64_t count = options.patches;
-  auto name = [&](int64_t c) {
-    return c < static_cast<int64_t>(info.class_names.size()) ? info.class_names[static_cast<size_t>(c)] : std::to_string(c);
-  };
+  auto name = [&](int64_t c) { return class_name(info, c); };
   std::vector<cv::Mat> pages;
   for (int64_t first = 0; first < shown.numel(); first += options.per_page) {
     const int64_t last = std::min(shown.numel(), first + options.per_page);

@@ -31,6 +31,11 @@ cv::Mat displayable(const torch::Tensor& image, const DatasetInfo& info) {
   return cv::Mat(static_cast<int>(bgr.size(0)), static_cast<int>(bgr.size(1)), CV_8UC3, bgr.data_ptr<uint8_t>()).clone();
 }
 
+std::string class_name(const DatasetInfo& info, int64_t c) {
+  return c >= 0 && c < static_cast<int64_t>(info.class_names.size()) ? info.class_names[static_cast<size_t>(c)]
+                                                                     : std::to_string(c);
+}
+
 int upscale_factor(int side, int min_side) { return std::max(1, (min_side + side - 1) / std::max(1, side)); }
 
 cv::Scalar part_colour(int64_t part) {

@@ -22,6 +22,10 @@ cv::Mat displayable(const torch::Tensor& image, const DatasetInfo& info);
 // The integer nearest-neighbour factor that makes `side` at least `min_side` (1 for large images).
 int upscale_factor(int side, int min_side);
 
+// Class c's name, or its number when the dataset names fewer classes (-1, an unlabelled image,
+// stays "-1").
+std::string class_name(const DatasetInfo& info, int64_t c);
+
 // A distinct, saturated colour per part index (BGR).
 cv::Scalar part_colour(int64_t part);
 

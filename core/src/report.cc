@@ -256,7 +256,7 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
   }
 
   std::string gallery;
-  const torch::Tensor usage = recorded_usage(run_dir, prototypes);
+  const torch::Tensor usage = recorded_usage(results, prototypes);  // the results in hand, not re-read
   if (settings.gallery_prototypes > 0) {
     // Most used first; without a codebook's usage, by each prototype's largest class weight.
     const torch::Tensor score = usage.defined() ? usage.to(torch::kFloat64)
@@ -310,8 +310,7 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
                                            run.dataset(), train_split, model.backbone->geometry()));
       PQ_RETURN_IF_ERROR(write_png(run_dir / "explanations" / fmt::format("{}-{}.png", split, index), picture));
       PQ_ASSIGN_OR_RETURN(const std::string uri, png_data_uri(picture));
-      const auto& names = run.dataset().info().class_names;
-      auto name = [&](int64_t c) { return c >= 0 && c < static_cast<int64_t>(names.size()) ? names[static_cast<size_t>(c)] : std::to_string(c); };
+      auto name = [&](int64_t c) { return class_name(run.dataset().info(), c); };
       explanations += fmt::format(
           "<figure><img src=\"{}\" alt=\"explanation of {} {}\" width=\"{}\" height=\"{}\"><figcaption>{} {}: label {}, "
           "predicted {}{}</figcaption></figure>\n",

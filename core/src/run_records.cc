@@ -9,10 +9,9 @@ namespace protoquant {
 
 namespace fs = std::filesystem;
 
-torch::Tensor recorded_usage(const fs::path& run_dir, int64_t prototypes) {
-  auto results = read_json_file(run_dir / "results.json");
-  if (!results.ok() || !results->contains("codebook_counts")) return {};
-  const auto counts = (*results)["codebook_counts"].get<std::vector<int64_t>>();
+torch::Tensor recorded_usage(const nlohmann::json& results, int64_t prototypes) {
+  if (!results.contains("codebook_counts")) return {};
+  const auto counts = results["codebook_counts"].get<std::vector<int64_t>>();
   if (static_cast<int64_t>(counts.size()) != prototypes) return {};
   return torch::tensor(counts, torch::kInt64);
 }

@@ -93,7 +93,7 @@ class ExplainCommand : public Command {
     PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
     GalleryOptions options;
     const int64_t prototypes = run.model().head->class_weights().size(1);
-    options.usage = recorded_usage(run_dir, prototypes);
+    if (auto results = read_json_file(run_dir / "results.json"); results.ok()) options.usage = recorded_usage(*results, prototypes);
     options.purity = recorded_purity(run_dir, prototypes);
     options.patches = patches_ < 0 ? 10 : patches_;
     options.per_page = per_page_;
