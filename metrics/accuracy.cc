@@ -1,5 +1,8 @@
 #include "accuracy.h"
 
+#include "partial_state.h"
+#include "protoquant/status.h"
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -46,6 +49,21 @@ absl::StatusOr<nlohmann::json> Accuracy::compute() {
   }
   return nlohmann::json{{"values", values},
                         {"settings", {{"split", split_}, {"top_k", top_k_}, {"ties", "fractional"}, {"samples", samples_}}}};
+}
+
+std::vector<torch::Tensor> Accuracy::partial_state() const {
+  return {scalar_state({static_cast<double>(samples_), top1_, topk_, blackbox_top1_, blackbox_topk_, blackbox_ ? 1.0 : 0.0})};
+}
+
+absl::Status Accuracy::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 1, "accuracy"));
+  const auto v = state[0].to(torch::kFloat64).contiguous();
+  if (v.numel() != 6) return absl::InvalidArgumentError("accuracy: a partial state of another shape");
+  const double* x = v.data_ptr<double>();
+  samples_ = static_cast<int64_t>(x[0]);
+  top1_ = x[1], topk_ = x[2], blackbox_top1_ = x[3], blackbox_topk_ = x[4];
+  blackbox_ = x[5] != 0.0;
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

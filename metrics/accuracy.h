@@ -12,6 +12,8 @@ class Accuracy : public Metric {
   MetricNeeds needs() const override { return {}; }
   absl::Status update(const EvalBatch& batch) override;
   absl::Status merge(const Metric& other) override;
+  std::vector<torch::Tensor> partial_state() const override;
+  absl::Status load_partial_state(const std::vector<torch::Tensor>& state) override;
   absl::StatusOr<nlohmann::json> compute() override;
 
  private:

@@ -1,5 +1,8 @@
 #include "codebook_usage.h"
 
+#include "partial_state.h"
+#include "protoquant/status.h"
+
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -34,6 +37,13 @@ absl::StatusOr<nlohmann::json> CodebookUsageMetric::compute() {
                           {"assignments", stats.total}}},
                         {"settings", {{"split", split_}, {"codebooks", stats.codebooks}, {"codes", stats.codes_per_codebook},
                                       {"counted", "every cell of every feature map, the quantizer's encode()"}}}};
+}
+
+std::vector<torch::Tensor> CodebookUsageMetric::partial_state() const { return {usage_.counts()}; }
+
+absl::Status CodebookUsageMetric::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 1, "codebook_usage"));
+  return usage_.load_counts(state[0]);
 }
 
 }  // namespace protoquant::metrics

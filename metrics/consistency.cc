@@ -1,5 +1,7 @@
 #include "consistency.h"
 
+#include "partial_state.h"
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -72,6 +74,15 @@ absl::StatusOr<nlohmann::json> Consistency::compute() {
         {"evaluated_prototypes", count},
         {"consistent_prototypes", consistent.sum().item<int64_t>()}}},
       {"settings", settings}};
+}
+
+std::vector<torch::Tensor> Consistency::partial_state() const { return {hits_, visible_}; }
+
+absl::Status Consistency::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 2, "consistency"));
+  hits_ = state[0].clone();
+  visible_ = state[1].clone();
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

@@ -25,6 +25,8 @@ class Consistency : public Metric {
   absl::Status begin(const EvalContext& context) override;
   absl::Status update(const EvalBatch& batch) override;
   absl::Status merge(const Metric& other) override;
+  std::vector<torch::Tensor> partial_state() const override;
+  absl::Status load_partial_state(const std::vector<torch::Tensor>& state) override;
   absl::StatusOr<nlohmann::json> compute() override;
 
  private:

@@ -1,5 +1,8 @@
 #include "grounding.h"
 
+#include "partial_state.h"
+#include "protoquant/status.h"
+
 #include <limits>
 
 #include <fmt/format.h>
@@ -63,6 +66,14 @@ absl::StatusOr<nlohmann::json> Grounding::compute() {
                           {"prototypes", per_prototype.size(0)}}},
                         {"settings", {{"top_k", top_k_}, {"grounded_threshold", threshold_}, {"similarity", "cosine, eps 1e-6"},
                                       {"subspaces", groups_}}}};
+}
+
+std::vector<torch::Tensor> Grounding::partial_state() const { return {top_}; }
+
+absl::Status Grounding::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 1, "grounding"));
+  top_ = state[0].clone();
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

@@ -1,5 +1,7 @@
 #include "purity.h"
 
+#include "partial_state.h"
+
 #include <algorithm>
 #include <limits>
 #include <map>
@@ -152,6 +154,16 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
                           {"evaluated_prototypes", count}}},
                         {"settings", settings},
                         {"per_prototype", {{"purity", per_prototype}}}};
+}
+
+std::vector<torch::Tensor> Purity::partial_state() const {
+  return {top_.values, top_.images, top_.hits, top_.visible, top_.locations, top_.keypoints};
+}
+
+absl::Status Purity::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 6, "purity"));
+  top_ = Top{state[0].clone(), state[1].clone(), state[2].clone(), state[3].clone(), state[4].clone(), state[5].clone()};
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

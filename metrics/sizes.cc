@@ -1,5 +1,8 @@
 #include "sizes.h"
 
+#include "partial_state.h"
+#include "protoquant/status.h"
+
 #include <torch/torch.h>
 
 namespace protoquant::metrics {
@@ -46,6 +49,19 @@ absl::StatusOr<nlohmann::json> Sizes::compute() {
       {"settings",
        {{"global_threshold", global_threshold_}, {"local_threshold", local_threshold_},
         {"class_threshold", class_threshold_}, {"predicted_class", "argmax of the logits, first on ties"}}}};
+}
+
+std::vector<torch::Tensor> Sizes::partial_state() const {
+  return {scalar_state({static_cast<double>(images_), static_cast<double>(local_total_)})};
+}
+
+absl::Status Sizes::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 1, "sizes"));
+  const auto v = state[0].to(torch::kFloat64).contiguous();
+  if (v.numel() != 2) return absl::InvalidArgumentError("sizes: a partial state of another shape");
+  images_ = static_cast<int64_t>(v[0].item<double>());
+  local_total_ = static_cast<int64_t>(v[1].item<double>());
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

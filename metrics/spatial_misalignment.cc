@@ -1,5 +1,7 @@
 #include "spatial_misalignment.h"
 
+#include "partial_state.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <fmt/format.h>
@@ -199,6 +201,23 @@ absl::StatusOr<nlohmann::json> SpatialMisalignment::compute() {
                           {"ac", 100.0 * static_cast<double>(correct_before_ - correct_after_) / n},
                           {"images", images_}}},
                         {"settings", settings}};
+}
+
+std::vector<torch::Tensor> SpatialMisalignment::partial_state() const {
+  return {scalar_state({static_cast<double>(images_), pac_, prc_, plc_, static_cast<double>(correct_before_),
+                        static_cast<double>(correct_after_)})};
+}
+
+absl::Status SpatialMisalignment::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 1, "spatial_misalignment"));
+  const auto v = state[0].to(torch::kFloat64).contiguous();
+  if (v.numel() != 6) return absl::InvalidArgumentError("spatial_misalignment: a partial state of another shape");
+  const double* x = v.data_ptr<double>();
+  images_ = static_cast<int64_t>(x[0]);
+  pac_ = x[1], prc_ = x[2], plc_ = x[3];
+  correct_before_ = static_cast<int64_t>(x[4]);
+  correct_after_ = static_cast<int64_t>(x[5]);
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

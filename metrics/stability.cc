@@ -1,5 +1,7 @@
 #include "stability.h"
 
+#include "partial_state.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -94,6 +96,15 @@ absl::StatusOr<nlohmann::json> Stability::compute() {
                          {{"stability", 100.0 * per_prototype.masked_select(evaluated).mean().item<double>()},
                           {"evaluated_prototypes", count}}},
                         {"settings", settings}};
+}
+
+std::vector<torch::Tensor> Stability::partial_state() const { return {stable_, pairs_}; }
+
+absl::Status Stability::load_partial_state(const std::vector<torch::Tensor>& state) {
+  PQ_RETURN_IF_ERROR(check_state(state, 2, "stability"));
+  stable_ = state[0].clone();
+  pairs_ = state[1].clone();
+  return absl::OkStatus();
 }
 
 }  // namespace protoquant::metrics

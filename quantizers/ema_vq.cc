@@ -2,6 +2,7 @@
 
 #include "codebook_init.h"
 #include "kept_codes.h"
+#include "protoquant/collectives.h"
 
 namespace protoquant::quantizers {
 
@@ -30,8 +31,13 @@ void EmaVectorQuantizer::update(const torch::Tensor& flat, const torch::Tensor& 
   torch::NoGradGuard no_grad;
   const int64_t k = options_.codes;
   const double d = options_.decay;
-  const auto counts = torch::bincount(indices, {}, k).to(flat.dtype());
-  const auto sums = torch::zeros_like(ema_sum_).index_add_(0, indices, flat);
+  auto counts = torch::bincount(indices, {}, k).to(flat.dtype());
+  auto sums = torch::zeros_like(ema_sum_).index_add_(0, indices, flat);
+  // Data-parallel: the statistics of the whole global batch, so every rank takes the same step
+  // (each rank's own would pull its copy of the codebook towards its own share).
+  Collectives& group = collectives();
+  auto rows = torch::tensor({static_cast<double>(flat.size(0))}, torch::kFloat64);
+  group.all_reduce_sum({counts, sums, rows});
   ema_count_.mul_(d).add_(counts, 1.0 - d);
   ema_sum_.mul_(d).add_(sums, 1.0 - d);
   const auto total = ema_count_.sum();
@@ -39,7 +45,7 @@ void EmaVectorQuantizer::update(const torch::Tensor& flat, const torch::Tensor& 
   codebook_.copy_(ema_sum_ / smoothed.unsqueeze(1));
 
   if (options_.restart_threshold > 0) {
-    const double expected = static_cast<double>(flat.size(0)) / static_cast<double>(k);
+    const double expected = rows.item<double>() / static_cast<double>(k);
     const auto dead = ema_count_.lt(options_.restart_threshold * expected).nonzero().squeeze(1);
     const int64_t n_dead = dead.numel();
     if (n_dead > 0) {
@@ -51,6 +57,9 @@ void EmaVectorQuantizer::update(const torch::Tensor& flat, const torch::Tensor& 
       ema_count_.index_fill_(0, dead, expected);
       ema_sum_.index_copy_(0, dead, seeds * expected);
       restarts_ += n_dead;
+      // The dead codes are the same on every rank (the counts were reduced); their new seeds
+      // are rank 0's, so the codebooks stay identical.
+      if (group.world_size() > 1) group.broadcast({codebook_, ema_count_, ema_sum_}, 0);
     }
   }
 }

@@ -14,6 +14,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp          # LibTorch; OpenBLAS, or matmuls run ~70x slower
+  libgloo-dev                               # headers ProcessGroupGloo.hpp includes: data-parallel on c10d
   libboost-dev libtomlplusplus-dev libabsl-dev libfmt-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   libopencv-dev                             # OpenCVConfig.cmake; image decoding and transforms
   libssl-dev                                # SHA-256 (OpenSSL's libcrypto): stage keys, artifact checksums

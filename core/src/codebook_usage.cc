@@ -1,7 +1,11 @@
 #include "protoquant/codebook_usage.h"
 
+#include "protoquant/collectives.h"
+
 #include <cmath>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -22,6 +26,20 @@ void CodebookUsage::record(const torch::Tensor& indices) {
   auto offsets = torch::arange(codebooks_, torch::kInt64) * codes_;
   auto counts = torch::bincount((flat + offsets).reshape({-1}), {}, codebooks_ * codes_);
   counts_ += counts.reshape({codebooks_, codes_});
+}
+
+absl::Status CodebookUsage::load_counts(const torch::Tensor& counts) {
+  if (!counts.defined() || counts.sizes() != torch::IntArrayRef({codebooks_, codes_})) {
+    return absl::InvalidArgumentError(fmt::format("codebook usage: counts of shape [{}] where [{}, {}] were expected",
+                                                  counts.defined() ? fmt::format("{}", fmt::join(counts.sizes(), ", ")) : std::string("undefined"),
+                                                  codebooks_, codes_));
+  }
+  counts_ = counts.to(torch::kCPU, torch::kInt64).clone();
+  return absl::OkStatus();
+}
+
+void CodebookUsage::all_reduce() {
+  if (counts_.defined()) collectives().all_reduce_sum({counts_});
 }
 
 void CodebookUsage::merge(const CodebookUsage& other) {

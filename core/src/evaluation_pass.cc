@@ -1,10 +1,14 @@
 #include "protoquant/evaluation_pass.h"
 
 #include <chrono>
+#include <cstring>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "protoquant/collectives.h"
+#include "protoquant/process_group.h"
 #include "protoquant/progress.h"
 #include "protoquant/status.h"
 
@@ -63,13 +67,13 @@ namespace {
 // One split through the model, batch by batch.
 absl::Status walk_split(const EvalContext& context, const std::string& split, TensorSource& features,
                         Dataset& dataset, int64_t batch_size, const MetricNeeds& needs,
-                        const std::vector<Metric*>& readers) {
+                        const std::vector<Metric*>& readers, Shard rows) {
   Model& model = *context.model;
-  const int64_t n = features.size();
-  const int64_t steps = (n + batch_size - 1) / batch_size;
+  const int64_t n = rows.end;
+  const int64_t steps = (rows.size() + batch_size - 1) / batch_size;
   Progress progress(fmt::format("evaluate {}", split), steps, "samples");
   for (int64_t step = 0; step < steps; ++step) {
-    const int64_t begin = step * batch_size, end = std::min(n, begin + batch_size);
+    const int64_t begin = rows.begin + step * batch_size, end = std::min(n, begin + batch_size);
     const torch::Tensor indices = torch::arange(begin, end, torch::kInt64);
     const bool from_dataset = needs.parts || needs.images;
     if (from_dataset && step + 1 < steps) {
@@ -116,6 +120,55 @@ absl::Status walk_split(const EvalContext& context, const std::string& split, Te
   return absl::OkStatus();
 }
 
+// A metric's partial state as bytes (a LibTorch archive of its tensors) and back.
+std::string state_bytes(const Metric& metric) {
+  const std::vector<torch::Tensor> state = metric.partial_state();
+  torch::serialize::OutputArchive archive;
+  archive.write("count", torch::tensor(static_cast<int64_t>(state.size())));
+  for (size_t i = 0; i < state.size(); ++i) {
+    if (state[i].defined()) archive.write(fmt::format("t{}", i), state[i].cpu());
+  }
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+absl::StatusOr<std::vector<torch::Tensor>> state_from_bytes(const std::string& bytes) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(bytes.data(), bytes.size());
+  torch::Tensor count;
+  archive.read("count", count);
+  std::vector<torch::Tensor> state(static_cast<size_t>(count.item<int64_t>()));
+  for (size_t i = 0; i < state.size(); ++i) archive.try_read(fmt::format("t{}", i), state[i]);
+  return state;
+}
+
+// Rank 0 merges every other rank's partial state into its metrics, in rank order.
+absl::Status merge_ranks(const EvalContext& context, const std::vector<Metric*>& metrics,
+                         const std::function<absl::StatusOr<std::shared_ptr<Metric>>(size_t)>& fresh_metric) {
+  Collectives& group = collectives();
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const std::string mine = state_bytes(*metrics[i]);
+    auto length = torch::tensor({static_cast<int64_t>(mine.size())}, torch::kInt64);
+    const auto lengths = group.all_gather(length);
+    int64_t longest = 0;
+    for (const auto& l : lengths) longest = std::max(longest, l.item<int64_t>());
+    auto padded = torch::zeros({longest}, torch::kUInt8);
+    std::memcpy(padded.data_ptr(), mine.data(), mine.size());
+    const auto all = group.all_gather(padded);
+    if (group.rank() != 0) continue;
+    for (int r = 1; r < group.world_size(); ++r) {
+      const std::string bytes(static_cast<const char*>(all[r].data_ptr()), static_cast<size_t>(lengths[r].item<int64_t>()));
+      PQ_ASSIGN_OR_RETURN(std::vector<torch::Tensor> state, state_from_bytes(bytes));
+      PQ_ASSIGN_OR_RETURN(std::shared_ptr<Metric> other, fresh_metric(i));
+      PQ_RETURN_IF_ERROR(other->begin(context));
+      PQ_RETURN_IF_ERROR(other->load_partial_state(state));
+      PQ_RETURN_IF_ERROR(metrics[i]->merge(*other));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSources& sources,
@@ -126,10 +179,12 @@ absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSou
     if (metric->needs().eval_split) eval_readers.push_back(metric);
     if (metric->needs().train_split) train_readers.push_back(metric);
   }
+  const bool sharded = sources.fresh_metric && collectives().world_size() > 1;
   auto walk = [&](const std::string& split, TensorSource& features, const std::vector<Metric*>& readers) {
+    const Shard rows = sharded ? my_shard(features.size()) : Shard{0, features.size()};
     return guard(fmt::format("evaluating {}", split), [&] {
       return walk_split(context, split, features, *sources.dataset, sources.batch_size, combined_needs(readers),
-                        readers);
+                        readers, rows);
     });
   };
   if (!eval_readers.empty()) PQ_RETURN_IF_ERROR(walk(context.split, *sources.eval_features, eval_readers));
@@ -137,6 +192,9 @@ absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSou
     if (!sources.train_features) return absl::FailedPreconditionError("a metric reads the training split, which this pass has not");
     PQ_ASSIGN_OR_RETURN(TensorSource* train, sources.train_features());
     PQ_RETURN_IF_ERROR(walk(context.train_split, *train, train_readers));
+  }
+  if (sharded) {
+    PQ_RETURN_IF_ERROR(guard("merging the ranks' metrics", [&] { return merge_ranks(context, metrics, sources.fresh_metric); }));
   }
   return absl::OkStatus();
 }
@@ -176,6 +234,10 @@ class InputDump : public Metric {
     return absl::OkStatus();
   }
   absl::Status merge(const Metric&) override { return absl::UnimplementedError("the input dump does not merge"); }
+  std::vector<torch::Tensor> partial_state() const override { return {}; }
+  absl::Status load_partial_state(const std::vector<torch::Tensor>&) override {
+    return absl::UnimplementedError("the input dump does not merge: --dump runs in one process");
+  }
   absl::StatusOr<nlohmann::json> compute() override { return nlohmann::json::object(); }
   void set_parts(bool parts) { parts_ = parts; }
 

@@ -1,7 +1,9 @@
 #include "protoquant/experiment_run.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -21,6 +23,7 @@
 #include "protoquant/model_export.h"
 #include "protoquant/model_size.h"
 #include "protoquant/process.h"
+#include "protoquant/process_group.h"
 #include "protoquant/status.h"
 
 namespace protoquant {
@@ -32,6 +35,11 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Data-parallel: every rank holds the same module; rank 0 writes it.
+absl::Status save_if_writer(torch::nn::Module& module, const fs::path& path) {
+  return is_writer() ? save_module(module, path) : absl::OkStatus();
 }
 
 void freeze(torch::nn::Module& module) {
@@ -47,6 +55,7 @@ nlohmann::json training_record(const TrainSummary& summary) {
           {"validation", summary.validation},
           {"train_seconds", summary.seconds},
           {"data_seconds", summary.data_seconds},
+          {"replica_checks", summary.replica_checks},
           {"best_epoch", summary.best_epoch + 1}};
 }
 
@@ -62,8 +71,12 @@ absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& dat
                                      const std::string& label) {
   const bool was_training = module.is_training();
   module.eval();
+  // Data-parallel: each rank scores its share; the credits and counts are summed.
+  const Shard mine = data.size() >= collectives().world_size() ? my_shard(data.size()) : Shard{0, data.size()};
+  const bool sharded = mine.size() < data.size();
+  ShardSource part(data, mine.begin, mine.end);
   std::vector<torch::Tensor> labels;
-  auto logits = map_batches(data, batch_size, device,
+  auto logits = map_batches(part, batch_size, device,
                             [&](const Batch& b) {
                               labels.push_back(b.labels);
                               return logits_of(b);
@@ -71,7 +84,11 @@ absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& dat
                             label);
   module.train(was_training);
   if (!logits.ok()) return logits.status();
-  return accuracy_of(*logits, torch::cat(labels));
+  const double local = accuracy_of(*logits, torch::cat(labels));
+  if (!sharded) return local;
+  auto sums = torch::tensor({local * static_cast<double>(mine.size()), static_cast<double>(mine.size())}, torch::kFloat64);
+  collectives().all_reduce_sum({sums});
+  return sums[0].item<double>() / sums[1].item<double>();
 }
 
 // Where the store is: the one the CLI names, else experiment.store, else beside the run folder
@@ -134,6 +151,10 @@ absl::StatusOr<ExperimentRun::Outcome> ExperimentRun::run_stage(
     return Outcome{*record, true};
   }
   const StageKey& key = keys_.at(stage);
+  // Data-parallel: rank 0 decides whether the stage is reused or computed (so every rank takes
+  // the same path through the collectives), and only it touches the store and the run folder;
+  // the others compute beside it and read what it placed.
+  const bool writer = is_writer();
   auto reuse = [&](const nlohmann::json& artifact) -> absl::StatusOr<Outcome> {
     for (const auto& [name, destination] : files) {
       PQ_RETURN_IF_ERROR(place_file(store_.folder(stage, key.key) / name, destination));
@@ -147,17 +168,39 @@ absl::StatusOr<ExperimentRun::Outcome> ExperimentRun::run_stage(
     results_["stages"][stage] = record;
     return Outcome{record, true};
   };
+  // A non-writer's copy of what rank 0 filed or placed, once rank 0 says it is there.
+  auto follow = [&](const absl::Status& rank0) -> absl::StatusOr<Outcome> {
+    PQ_RETURN_IF_ERROR(rank0);
+    PQ_ASSIGN_OR_RETURN(nlohmann::json record, read_json_file(record_file));
+    results_["stages"][stage] = record;
+    return Outcome{record, record.value("reused", false)};
+  };
   const bool force = forced(stage);
-  if (!force) {
-    if (auto artifact = store_.find(stage, key.key)) return reuse(*artifact);
+  std::optional<nlohmann::json> filed;
+  std::optional<ArtifactStore::Lock> lock;
+  absl::Status looked = absl::OkStatus();
+  if (writer) {
+    if (!force) filed = store_.find(stage, key.key);
+    if (!filed) {
+      // Under the lock: a sweep member computing the same stage files it first, then this one reuses it.
+      auto locked = store_.lock(stage, key.key);
+      if (locked.ok()) {
+        lock.emplace(std::move(*locked));
+        if (!force) filed = store_.find(stage, key.key);
+      } else {
+        looked = locked.status();
+      }
+    }
   }
-  // Under the lock: a sweep member computing the same stage files it first, then this one reuses it.
-  PQ_ASSIGN_OR_RETURN(ArtifactStore::Lock lock, store_.lock(stage, key.key));
-  if (!force) {
-    if (auto artifact = store_.find(stage, key.key)) return reuse(*artifact);
+  PQ_RETURN_IF_ERROR(rank0_status(looked));
+  if (rank0_decides(filed.has_value())) {
+    if (!writer) return follow(rank0_status(absl::OkStatus()));
+    auto outcome = reuse(*filed);
+    PQ_RETURN_IF_ERROR(rank0_status(outcome.status()));
+    return outcome;
   }
   std::error_code ec;
-  fs::create_directories(store_.work_folder(stage, key.key), ec);
+  if (writer) fs::create_directories(store_.work_folder(stage, key.key), ec);
   // The features a stage reads are the features stage's time, not this one's.
   if (prepare) PQ_RETURN_IF_ERROR(prepare());
   const auto compute_start = Clock::now();
@@ -165,10 +208,15 @@ absl::StatusOr<ExperimentRun::Outcome> ExperimentRun::run_stage(
   record["key"] = key.key;
   record["seconds"] = seconds_since(compute_start);
   record["reused"] = false;
-  PQ_RETURN_IF_ERROR(store_.publish(stage, key.key, key.inputs, record, files, /*replace=*/force));
-  if (force && settings_.recomputed) settings_.recomputed->insert(stage + "/" + key.key);
-  fmt::print(stderr, "[{}] done in {:.1f} s (key {})\n", stage, record["seconds"].get<double>(), short_key(key.key));
-  PQ_RETURN_IF_ERROR(write_file_atomic(record_file, record.dump(2) + "\n"));
+  if (collectives().world_size() > 1) record["world_size"] = collectives().world_size();
+  if (!writer) return follow(rank0_status(absl::OkStatus()));
+  absl::Status filed_now = [&]() -> absl::Status {
+    PQ_RETURN_IF_ERROR(store_.publish(stage, key.key, key.inputs, record, files, /*replace=*/force));
+    if (force && settings_.recomputed) settings_.recomputed->insert(stage + "/" + key.key);
+    fmt::print(stderr, "[{}] done in {:.1f} s (key {})\n", stage, record["seconds"].get<double>(), short_key(key.key));
+    return write_file_atomic(record_file, record.dump(2) + "\n");
+  }();
+  PQ_RETURN_IF_ERROR(rank0_status(filed_now));
   results_["stages"][stage] = record;
   return Outcome{record, false};
 }
@@ -194,13 +242,19 @@ TrainOptions ExperimentRun::train_options(const std::string& stage,
 }
 
 absl::Status ExperimentRun::prepare_folder() {
-  std::error_code ec;
-  fs::create_directories(run_dir_ / "stages", ec);
-  if (ec) return absl::InternalError(fmt::format("{}: cannot create run folder: {}", run_dir_.string(), ec.message()));
   if (mode_ == RunMode::kOpen) {
     if (!fs::exists(run_dir_ / "manifest.toml")) return absl::NotFoundError(fmt::format("{}: not a run folder", run_dir_.string()));
     return absl::OkStatus();
   }
+  // Data-parallel: rank 0 prepares the folder while the others wait for its word.
+  if (!is_writer()) return rank0_status(absl::OkStatus());
+  return rank0_status(clear_folder());
+}
+
+absl::Status ExperimentRun::clear_folder() {
+  std::error_code ec;
+  fs::create_directories(run_dir_ / "stages", ec);
+  if (ec) return absl::InternalError(fmt::format("{}: cannot create run folder: {}", run_dir_.string(), ec.message()));
   // Nothing from an earlier run in this folder may pass for this run's: its records go first.
   fs::remove(run_dir_ / "results.json", ec);
   fs::remove_all(run_dir_ / "stages", ec);
@@ -223,6 +277,16 @@ absl::Status ExperimentRun::start() {
   if (context_.device.is_cuda() && !torch::cuda::is_available()) {
     return absl::FailedPreconditionError("experiment.device = \"cuda\" but this LibTorch sees no CUDA device");
   }
+  if (context_.device.is_cuda() && collectives().world_size() > 1) {
+    // One GPU per local rank (LOCAL_RANK), as torchrun lays them out.
+    const char* local_rank = std::getenv("LOCAL_RANK");
+    const int index = local_rank ? std::atoi(local_rank) : 0;
+    if (index >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::FailedPreconditionError(fmt::format("LOCAL_RANK {} but this machine has {} CUDA device(s)", index,
+                                                       torch::cuda::device_count()));
+    }
+    context_.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
   context_.base_dir = spec_.base_dir.string();
   train_split_ = exp.get_string("train_split");
   eval_split_ = exp.get_string("eval_split");
@@ -236,7 +300,8 @@ absl::Status ExperimentRun::start() {
                              {"hardware_threads", std::thread::hardware_concurrency()},
                              {"cpu", cpu_info().describe()},
                              {"cpu_model", cpu_info().model},
-                             {"cpu_features", cpu_info().features}};
+                             {"cpu_features", cpu_info().features},
+                             {"world_size", collectives().world_size()}};
   PQ_RETURN_IF_ERROR(load_dataset());
   return compute_keys();
 }
@@ -397,7 +462,7 @@ absl::Status ExperimentRun::blackbox() {
       record.update(training_record(summary));
     }
     freeze(*backbone);
-    PQ_RETURN_IF_ERROR(save_module(*backbone, saved));
+    PQ_RETURN_IF_ERROR(save_if_writer(*backbone, saved));
     return record;
   }));
   if (outcome.reused) {
@@ -421,8 +486,16 @@ absl::StatusOr<std::unique_ptr<TensorSource>> ExperimentRun::extract(const std::
   nlohmann::json& record = results_["stages"]["features"];
   const auto start = Clock::now();
   if (cache) {
-    if (auto hit = cache->load(key)) {
-      fmt::print(stderr, "[features] {}: from the store ({})\n", split, cache->path_for(key).string());
+    // Data-parallel: rank 0's answer, so that every rank extracts or none does.
+    std::optional<CachedFeatures> hit;
+    if (is_writer()) hit = cache->load(key);
+    if (rank0_decides(hit.has_value())) {
+      if (!hit) hit = cache->load(key);
+      if (!hit) {
+        return absl::InternalError(fmt::format("rank {}: cannot read the feature cache entry rank 0 read: {}",
+                                               collectives().rank(), cache->path_for(key).string()));
+      }
+      if (is_writer()) fmt::print(stderr, "[features] {}: from the store ({})\n", split, cache->path_for(key).string());
       record["cache"][split] = {{"hit", true}, {"file", cache->path_for(key).string()}};
       record["splits"][split] = {{"from", "cache"}, {"seconds", seconds_since(start)}};
       record["seconds"] = record.value("seconds", 0.0) + seconds_since(start);
@@ -430,18 +503,20 @@ absl::StatusOr<std::unique_ptr<TensorSource>> ExperimentRun::extract(const std::
     }
   }
   DatasetSource source(*dataset_, split, /*augment=*/false);  // features of un-augmented images
+  // Data-parallel: each rank extracts its share of the split; every rank gets the whole.
   std::vector<torch::Tensor> label_parts;
   PQ_ASSIGN_OR_RETURN(torch::Tensor features,
-                      map_batches(source, batch_size, context_.device,
-                                  [&](const Batch& batch) {
-                                    label_parts.push_back(batch.labels);
-                                    return model_.backbone->features(batch.images).to(dtype);
-                                  },
-                                  fmt::format("features {}", split)));
+                      map_batches_sharded(source, batch_size, context_.device,
+                                          [&](const Batch& batch) {
+                                            label_parts.push_back(batch.labels);
+                                            return model_.backbone->features(batch.images).to(dtype);
+                                          },
+                                          fmt::format("features {}", split)));
   torch::Tensor labels = torch::cat(label_parts);
+  if (labels.size(0) != features.size(0)) labels = gather_rows(labels, features.size(0));
   record["splits"][split] = {{"from", "backbone"}, {"seconds", seconds_since(start)}};
   record["seconds"] = record.value("seconds", 0.0) + seconds_since(start);
-  if (cache) {
+  if (cache && is_writer()) {
     PQ_RETURN_IF_ERROR(cache->store(key, features, labels));
     record["cache"][split] = {{"hit", false}, {"file", cache->path_for(key).string()}};
   }
@@ -499,11 +574,12 @@ absl::StatusOr<nlohmann::json> ExperimentRun::measure_usage() {
   model_.quantizer->reset_usage();
   PQ_ASSIGN_OR_RETURN(TensorSource* eval, eval_features());
   PQ_ASSIGN_OR_RETURN(const double accuracy, quantized_accuracy(*eval));
+  if (eval->size() >= collectives().world_size()) model_.quantizer->all_reduce_usage();  // each rank counted its share
   const auto usage = model_.quantizer->usage();
   nlohmann::json measured = usage.to_json(false);
   measured["quantized_blackbox_accuracy"] = accuracy;
   measured["counts"] = usage.counts;
-  fmt::print(stderr, "[codebook] {} of {} codes used on {}, perplexity {:.1f}, g(Zq) accuracy {:.4f}\n", usage.used,
+  if (is_writer()) fmt::print(stderr, "[codebook] {} of {} codes used on {}, perplexity {:.1f}, g(Zq) accuracy {:.4f}\n", usage.used,
              usage.codebooks * usage.codes_per_codebook, eval_split_, usage.mean_perplexity, accuracy);
   return measured;
 }
@@ -563,7 +639,7 @@ absl::Status ExperimentRun::codebook() {
     if (quantizer->learns_by_gradient()) trainable = quantizer->parameters();
     PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, *train_set, codebook_objective(settings), options));
     freeze(*quantizer);
-    PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
+    PQ_RETURN_IF_ERROR(save_if_writer(*quantizer, saved));
     nlohmann::json record = training_record(summary);
     PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage());
     return record;
@@ -585,8 +661,8 @@ absl::Status ExperimentRun::prune() {
   const int64_t initial = quantizer->num_codes();
   PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("prune", {{"quantizer.pt", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
     if (target >= initial) {
-      fmt::print(stderr, "[prune] target {} >= K = {}: nothing to prune\n", target, initial);
-      PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
+      if (is_writer()) fmt::print(stderr, "[prune] target {} >= K = {}: nothing to prune\n", target, initial);
+      PQ_RETURN_IF_ERROR(save_if_writer(*quantizer, saved));
       nlohmann::json record = {{"codes", initial}, {"from", initial}, {"steps", nlohmann::json::array()}};
       PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage());
       return record;
@@ -600,6 +676,7 @@ absl::Status ExperimentRun::prune() {
       // Usage on the validation split decides which codes go.
       quantizer->reset_usage();
       PQ_ASSIGN_OR_RETURN(const double before, quantized_accuracy(*validation));
+      if (validation->size() >= collectives().world_size()) quantizer->all_reduce_usage();  // each rank counted its share
       const UsageStats usage = quantizer->usage();
       const auto counts = torch::tensor(usage.counts, torch::kInt64).view({usage.codebooks, -1});
       const int64_t size = initial - (initial - target) * s / steps;
@@ -614,13 +691,13 @@ absl::Status ExperimentRun::prune() {
       options.seed = context_.seed + static_cast<uint64_t>(s);
       PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, *train_set, codebook_objective(settings), options));
       PQ_ASSIGN_OR_RETURN(const double after, quantized_accuracy(*validation));
-      fmt::print(stderr, "[prune] step {}/{}: K {} -> {}, g(Zq) validation accuracy {:.4f} -> {:.4f}\n", s, steps,
+      if (is_writer()) fmt::print(stderr, "[prune] step {}/{}: K {} -> {}, g(Zq) validation accuracy {:.4f} -> {:.4f}\n", s, steps,
                  s == 1 ? initial : history.back()["codes"].get<int64_t>(), size, before, after);
       history.push_back({{"codes", size}, {"accuracy_before", before}, {"accuracy_after", after},
                          {"loss", summary.last_epoch_loss}});
     }
     freeze(*quantizer);
-    PQ_RETURN_IF_ERROR(save_module(*quantizer, saved));
+    PQ_RETURN_IF_ERROR(save_if_writer(*quantizer, saved));
     nlohmann::json record = {{"codes", target}, {"from", initial}, {"steps", history}};
     PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage());
     return record;
@@ -677,7 +754,7 @@ absl::Status ExperimentRun::head() {
                                             },
                                             options));
     head->eval();
-    PQ_RETURN_IF_ERROR(save_module(*head, saved));
+    PQ_RETURN_IF_ERROR(save_if_writer(*head, saved));
     return training_record(summary);
   }, [&] { return read_training_features(); }));
   if (outcome.reused) PQ_RETURN_IF_ERROR(load_module(*head, saved));
@@ -712,14 +789,27 @@ absl::StatusOr<std::map<std::string, nlohmann::json>> ExperimentRun::compute_met
   sources.eval_features = features;
   sources.train_features = [this] { return train_features(); };
   sources.batch_size = spec_.stages.at("head").get_int("eval_batch_size");
+  if (!settings_.dump) {
+    // Data-parallel: the ranks share the pass; rank 0 merges their states and computes.
+    sources.fresh_metric = [&](size_t j) -> absl::StatusOr<std::shared_ptr<Metric>> {
+      const ComponentSpec& metric_spec = spec_.metrics[which[j]];
+      return registry_.metrics.build(metric_spec.type, metric_spec.params, context_);
+    };
+  }
   const auto pass_start = Clock::now();
   PQ_RETURN_IF_ERROR(run_evaluation_pass(context, sources, pointers));
   nlohmann::json pass = {{"seconds", seconds_since(pass_start)}, {"metrics", nlohmann::json::array()}};
   for (size_t i : which) pass["metrics"].push_back(metric_instances_[i]);
-  fmt::print(stderr, "[evaluate] {} metric(s) in one pass: {:.1f} s\n", which.size(), pass["seconds"].get<double>());
+  if (is_writer()) fmt::print(stderr, "[evaluate] {} metric(s) in one pass: {:.1f} s\n", which.size(), pass["seconds"].get<double>());
   std::map<std::string, nlohmann::json> out;
   for (size_t j = 0; j < which.size(); ++j) {
     const std::string& instance = metric_instances_[which[j]];
+    if (!is_writer()) {
+      // Only rank 0's metrics hold the whole pass; the others read its record (run_stage).
+      out[instance] = nlohmann::json{{"type", spec_.metrics[which[j]].type}, {"values", nlohmann::json::object()},
+                                     {"settings", nlohmann::json::object()}, {"pass", pass}};
+      continue;
+    }
     PQ_ASSIGN_OR_RETURN(nlohmann::json values, guard(fmt::format("metric '{}'", instance), [&] { return metrics[j]->compute(); }));
     out[instance] = nlohmann::json{{"type", spec_.metrics[which[j]].type},
                                    {"values", values["values"]},
@@ -737,7 +827,8 @@ absl::Status ExperimentRun::evaluate() {
   std::vector<size_t> pending;
   for (size_t i = 0; i < spec_.metrics.size(); ++i) {
     const std::string stage = "metric." + metric_instances_[i];
-    const bool filed = !forced(stage) && store_.contains(stage, keys_.at(stage).key);
+    // Rank 0's answer: every rank takes part in the same pass.
+    const bool filed = rank0_decides(!forced(stage) && store_.contains(stage, keys_.at(stage).key));
     if (mode_ == RunMode::kRun && (!filed || settings_.dump)) pending.push_back(i);
   }
   std::map<std::string, nlohmann::json> computed;
@@ -760,7 +851,7 @@ absl::Status ExperimentRun::evaluate() {
   const ModelSize size = model_size(model_.head->class_weights());
   results_["metrics"]["model_size"] = {
       {"local_size", size.local_size}, {"global_size", size.global_size}, {"weight_sparsity", size.sparsity}};
-  PQ_RETURN_IF_ERROR(export_model(model_, spec_.resolved, run_dir_ / "model" / "protoquant.pt"));
+  if (is_writer()) PQ_RETURN_IF_ERROR(export_model(model_, spec_.resolved, run_dir_ / "model" / "protoquant.pt"));
   results_["stages"]["evaluate"] = {{"seconds", seconds_since(start)}};
   results_["manifest"] = spec_.resolved;
   return absl::OkStatus();

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
                        TORCH_VERSION, pq::cpu_info().describe());
   }));
   pq::GlobalOptions global;
+  global.argv.assign(argv, argv + argc);
   app.add_option("--plugin", global.plugins, "load this plugin library too (repeatable)");
   const auto commands = pq::make_commands(app, global);
   CLI11_PARSE(app, argc, argv);

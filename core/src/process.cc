@@ -3,12 +3,19 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 namespace protoquant {
 
 int64_t resolve_threads(int64_t requested) {
-  return requested > 0 ? requested : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  if (requested > 0) return requested;
+  // The processes of a data-parallel run on one machine share its cores.
+  int64_t local_processes = 1;
+  if (const char* value = std::getenv("LOCAL_WORLD_SIZE"); value != nullptr) {
+    local_processes = std::max<int64_t>(1, std::atoll(value));
+  }
+  return std::max<int64_t>(1, std::thread::hardware_concurrency() / local_processes);
 }
 
 void tune_allocator() {

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "protoquant/collectives.h"
+
 namespace protoquant {
 
 namespace {
@@ -48,6 +50,7 @@ void Progress::finish(const std::string& summary) {
 }
 
 void Progress::draw(bool final_line) {
+  if (collectives().rank() != 0) return;  // a data-parallel run reports once, from rank 0
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = elapsed > 0 ? static_cast<double>(items_) / elapsed : 0.0;
   const double eta = done_ > 0 ? elapsed / static_cast<double>(done_) * static_cast<double>(total_ - done_) : -1.0;

@@ -9,6 +9,7 @@
 #include "protoquant/atomic_file.h"
 #include "protoquant/build_info.h"
 #include "protoquant/digest.h"
+#include "protoquant/process_group.h"
 #include "protoquant/status.h"
 #include "report.h"
 
@@ -50,8 +51,10 @@ absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Regist
     return absl::FailedPreconditionError(
         fmt::format("{}: nothing to resume (no manifest.toml from an earlier run)", options.out_dir.string()));
   }
-  const fs::path run_dir = options.out_dir.empty() ? default_run_dir(spec) : options.out_dir;
-  fmt::print(stderr, "run folder: {}\n", run_dir.string());
+  // Data-parallel: rank 0's folder (the default one has the time in its name).
+  const fs::path run_dir =
+      rank0_decides((options.out_dir.empty() ? default_run_dir(spec) : options.out_dir).string());
+  if (is_writer()) fmt::print(stderr, "run folder: {}\n", run_dir.string());
   const auto start = std::chrono::steady_clock::now();
   ExperimentRun run(spec, registry, run_dir, RunMode::kRun, options.settings);
   PQ_RETURN_IF_ERROR(guard("running the experiment", [&] {
@@ -59,6 +62,8 @@ absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Regist
     return run.evaluate();
   }));
   nlohmann::json& results = run.results();
+  if (!is_writer()) return results;  // rank 0 writes the results and the report
+  const WorkingAlone alone;            // ... by itself: the other ranks may have left
   results["run_id"] = new_run_id(run_dir);
   results["finished_at"] = utc_now_iso8601();
   results["toolkit"] = {{"version", toolkit_version()}, {"commit", toolkit_commit()}};

@@ -14,6 +14,7 @@
 #include <fmt/ranges.h>
 
 #include "protoquant/process.h"
+#include "protoquant/process_group.h"
 #include "protoquant/results_store.h"
 #include "protoquant/runner.h"
 #include "protoquant/status.h"
@@ -99,6 +100,7 @@ absl::Status run_member(const SweepMember& member, const fs::path& run_dir, cons
   settings.store = layout.store;
   PQ_ASSIGN_OR_RETURN(const nlohmann::json results,
                       run_experiment(member.spec, registry, {run_dir, options.resume, settings}));
+  if (!is_writer()) return absl::OkStatus();  // data-parallel: rank 0 records the run
   PQ_RETURN_IF_ERROR(annotate(record_run(layout.db, results), "recording the run"));
   const auto accuracy = results["metrics"].value("accuracy", nlohmann::json::object());
   fmt::print("{}: accuracy {:.4f} (black box {:.4f}) in {:.1f} s; results: {}/results.json\n", member.name,
@@ -157,7 +159,7 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
   settings.datasets = std::make_shared<DatasetCache>();
   settings.recomputed = std::make_shared<std::set<std::string>>();  // --force: once per stage and key
 
-  if (options.member < 0 && (!single || options.dry_run)) {
+  if (options.member < 0 && (!single || options.dry_run) && is_writer()) {
     PQ_ASSIGN_OR_RETURN(const int to_compute, print_plan(members, layout, registry, settings));
     fmt::print(stderr, "plan: {} stage{} to compute\n", to_compute, to_compute == 1 ? "" : "s");
   }

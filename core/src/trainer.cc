@@ -1,9 +1,11 @@
 #include "protoquant/trainer.h"
 
+#include <csignal>
 #include <cmath>
 #include <cstdlib>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <absl/strings/match.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -11,6 +13,7 @@
 #include "protoquant/checkpoint.h"
 #include "protoquant/fused_adam.h"
 #include "protoquant/host_memory.h"
+#include "protoquant/process_group.h"
 #include "protoquant/progress.h"
 #include "protoquant/status.h"
 
@@ -66,6 +69,16 @@ TensorSource TensorSource::in_stored_dtype() const {
   return stored;
 }
 
+void all_reduce_gradients(Collectives& group, const std::vector<torch::Tensor>& parameters) {
+  std::vector<torch::Tensor> gradients;
+  for (const auto& p : parameters) {
+    // A parameter this rank's batch did not reach still takes the others' gradient.
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    gradients.push_back(p.grad());
+  }
+  group.all_reduce_sum(gradients);
+}
+
 void drop_gradients(torch::optim::Optimizer& optimizer) {
   for (auto& group : optimizer.param_groups()) {
     for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
@@ -105,6 +118,43 @@ bool abort_requested(const std::string& label, int64_t epochs_done) {
   return value != nullptr && std::string(value) == fmt::format("{}:{}", label, epochs_done);
 }
 
+// Fault injection for the data-parallel fault tests: PROTOQUANT_KILL_AT=<rank>:<label>:<epoch>:<step>
+// kills that rank (SIGKILL, as the OOM killer or a lost node would) as that 1-based step begins.
+void kill_requested(const std::string& label, int64_t epoch, int64_t step) {
+  const char* value = std::getenv("PROTOQUANT_KILL_AT");
+  if (value != nullptr && std::string(value) == fmt::format("{}:{}:{}:{}", collectives().rank(), label, epoch, step)) {
+    std::raise(SIGKILL);
+  }
+}
+
+// Every parameter and buffer of `modules`: what the ranks hold identical copies of.
+std::vector<torch::Tensor> module_state(const std::vector<std::shared_ptr<torch::nn::Module>>& modules) {
+  std::vector<torch::Tensor> state;
+  for (const auto& module : modules) {
+    for (const auto& p : module->parameters()) state.push_back(p.data());
+    for (const auto& b : module->buffers()) state.push_back(b);
+  }
+  return state;
+}
+
+// Batch norm normalises with each rank's own batch statistics (no SyncBatchNorm, as DDP's
+// default), so the running estimates differ across ranks; at the end of an epoch they are
+// averaged, which estimates the statistics of the whole epoch's data. Other buffers are left
+// alone: components keep them identical with their own collectives, and the check says if not.
+void average_running_statistics(Collectives& group, const std::vector<std::shared_ptr<torch::nn::Module>>& modules) {
+  std::vector<torch::Tensor> statistics;
+  for (const auto& module : modules) {
+    for (const auto& item : module->named_buffers()) {
+      const std::string& name = item.key();
+      if (absl::EndsWith(name, "running_mean") || absl::EndsWith(name, "running_var")) statistics.push_back(item.value());
+    }
+  }
+  if (statistics.empty()) return;
+  group.all_reduce_sum(statistics);
+  torch::NoGradGuard no_grad;
+  for (auto& t : statistics) t.div_(static_cast<double>(group.world_size()));
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainSettings& s, std::vector<torch::Tensor> params) {
   if (s.optimizer == "adamw") {
     return std::make_unique<torch::optim::AdamW>(std::move(params),
@@ -133,11 +183,17 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
     if (mixing && options.num_classes < 1) {
       return absl::InvalidArgumentError(fmt::format("{}: Mixup/CutMix need the number of classes", options.label));
     }
+    // Data-parallel (collectives.h): every rank walks the same seeded permutation and takes its
+    // contiguous share of each global batch; the gradients, weighted by share, are summed over
+    // the ranks, so each step is the step one process takes on the whole batch.
+    Collectives& group = collectives();
+    const int world = group.world_size();
     // Without trainable parameters (an EMA codebook) the passes still run: the component learns
     // in its forward pass.
     const bool learns = !parameters.empty();
     // Gradients left from an earlier stage may have another shape (a pruned codebook).
     for (auto& p : parameters) p.mutable_grad() = torch::Tensor();
+    std::vector<torch::Tensor> synced = parameters;
     auto optimizer = learns ? make_optimizer(settings, std::move(parameters)) : nullptr;
     const int64_t steps_per_epoch = (n + settings.batch_size - 1) / settings.batch_size;
     const int64_t total_steps = steps_per_epoch * settings.epochs;
@@ -145,11 +201,18 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
 
     TrainingProgress progress_state;
     const bool checkpointing = !options.checkpoint.empty();
-    if (checkpointing && options.resume && std::filesystem::exists(options.checkpoint)) {
+    if (checkpointing && options.resume && rank0_decides(std::filesystem::exists(options.checkpoint))) {
+      // Every rank reads rank 0's checkpoint (the run folder is on storage they share).
       PQ_RETURN_IF_ERROR(load_checkpoint(options.checkpoint, progress_state, options.modules, optimizer.get()));
       summary.resumed_epochs = progress_state.epochs_done;
-      fmt::print(stderr, "[{}] resumed after epoch {} from {}\n", options.label, progress_state.epochs_done,
-                 options.checkpoint.string());
+      if (is_writer()) {
+        fmt::print(stderr, "[{}] resumed after epoch {} from {}\n", options.label, progress_state.epochs_done,
+                   options.checkpoint.string());
+      }
+    }
+    if (world > 1) {
+      // One starting state everywhere (a data-dependent init, a resumed checkpoint).
+      group.broadcast(module_state(options.modules), 0);
     }
     int64_t step = progress_state.step;
     for (int64_t epoch = progress_state.epochs_done; epoch < settings.epochs; ++epoch) {
@@ -158,16 +221,30 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
       const uint64_t epoch_seed = options.seed * 1000003ULL + static_cast<uint64_t>(epoch);
       auto generator = at::detail::createCPUGenerator(epoch_seed);
       auto mix_generator = at::detail::createCPUGenerator(epoch_seed ^ 0x9E3779B97F4A7C15ULL);
-      torch::manual_seed(epoch_seed);
+      torch::manual_seed(epoch_seed + static_cast<uint64_t>(group.rank()) * 0x2545F4914F6CDD1DULL);
       const auto order = torch::randperm(n, generator, torch::kInt64);
+      // This rank's rows of global batch b; none when the batch has fewer rows than ranks (a
+      // final batch of at most world - 1 samples is then dropped on every rank alike).
+      auto share = [&](int64_t b) {
+        const auto global = order.slice(0, b * settings.batch_size, std::min(n, (b + 1) * settings.batch_size));
+        if (world == 1) return global;
+        if (global.size(0) < world) return global.slice(0, 0, 0);
+        const Shard mine = my_shard(global.size(0));
+        return global.slice(0, mine.begin, mine.end);
+      };
       Progress progress(fmt::format("{} epoch {}/{}", options.label, epoch + 1, settings.epochs), steps_per_epoch,
                         "samples");
       auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(options.device));
       double epoch_data_seconds = 0.0;
+      int64_t steps_taken = 0;
       for (int64_t b = 0; b < steps_per_epoch; ++b, ++step) {
-        const auto indices = order.slice(0, b * settings.batch_size, std::min(n, (b + 1) * settings.batch_size));
+        const auto indices = share(b);
+        const int64_t global_rows = std::min(n, (b + 1) * settings.batch_size) - b * settings.batch_size;
+        if (indices.size(0) == 0) continue;  // dropped alike on every rank
+        ++steps_taken;
+        kill_requested(options.label, epoch + 1, b + 1);
         if (b + 1 < steps_per_epoch) {
-          data.prefetch(order.slice(0, (b + 1) * settings.batch_size, std::min(n, (b + 2) * settings.batch_size)));
+          if (const auto next = share(b + 1); next.size(0) > 0) data.prefetch(next);
         }
         const auto fetch_start = std::chrono::steady_clock::now();
         PQ_ASSIGN_OR_RETURN(Batch batch, data.get(indices));
@@ -177,35 +254,55 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         // Loading and mixing (on CUDA: only queueing the copies).
         epoch_data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - fetch_start).count();
         const double lr = settings.lr * lr_factor(settings, step, total_steps, steps_per_epoch);
+        // This rank's part of the global batch's mean loss.
+        const double weight = static_cast<double>(indices.size(0)) / static_cast<double>(global_rows);
         torch::Tensor loss;
         if (learns) {
-          for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+          for (auto& group_options : optimizer->param_groups()) group_options.options().set_lr(lr);
           drop_gradients(*optimizer);
           loss = loss_fn(batch);
-          loss.backward();
+          if (world == 1) {
+            loss.backward();
+          } else {
+            (loss * weight).backward();
+            all_reduce_gradients(group, synced);
+          }
           optimizer->step();
         } else {
           torch::NoGradGuard no_grad;
           loss = loss_fn(batch);
         }
-        loss_sum += loss.detach();
-        if (b % 25 == 0 || b + 1 == steps_per_epoch) {
-          const double mean = loss_sum.item<double>() / static_cast<double>(b + 1);
+        loss_sum += world == 1 ? loss.detach() : loss.detach() * weight;
+        if (steps_taken % 25 == 1 || b + 1 == steps_per_epoch) {
+          // The global mean: the non-finite check is the same decision on every rank.
+          auto total = loss_sum.clone();
+          group.all_reduce_sum({total});
+          const double mean = total.item<double>() / static_cast<double>(steps_taken);
           if (!std::isfinite(mean)) {
             return absl::InternalError(fmt::format("{}: loss became {} at epoch {} step {}; lower the learning rate",
                                                    options.label, mean, epoch + 1, b + 1));
           }
-          progress.step(indices.size(0), fmt::format("loss {:.4f} lr {:.2e}", mean, lr));
+          progress.step(global_rows, fmt::format("loss {:.4f} lr {:.2e}", mean, lr));
         } else {
-          progress.step(indices.size(0));
+          progress.step(global_rows);
         }
       }
-      progress_state.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(steps_per_epoch);
+      group.all_reduce_sum({loss_sum});
+      progress_state.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, steps_taken));
       progress_state.epoch_losses.push_back(progress_state.last_epoch_loss);
       summary.data_seconds += epoch_data_seconds;
       std::string note = fmt::format("loss {:.4f}, {:.1f} s waiting for data", progress_state.last_epoch_loss,
                                      epoch_data_seconds);
+      if (world > 1) {
+        average_running_statistics(group, options.modules);
+        // Cheap (two numbers per tensor) and it catches a component that changed state in its
+        // forward pass without its collectives: the replicas would drift apart silently.
+        PQ_RETURN_IF_ERROR(check_replicas_identical(module_state(options.modules),
+                                                    fmt::format("{} after epoch {}", options.label, epoch + 1)));
+        ++summary.replica_checks;
+      }
       if (settings.keep_best || (settings.validate_each_epoch && options.validate)) {
+        // Collective (a sharded pass): the same score, so the same keep-best decision, everywhere.
         PQ_ASSIGN_OR_RETURN(const double score, options.validate());
         progress_state.validation.push_back(score);
         note += fmt::format(", validation {:.4f}", score);
@@ -219,7 +316,7 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
       progress.finish(note);
       progress_state.epochs_done = epoch + 1;
       progress_state.step = step;
-      if (checkpointing) {
+      if (checkpointing && is_writer()) {
         PQ_RETURN_IF_ERROR(save_checkpoint(options.checkpoint, progress_state, options.modules, optimizer.get()));
       }
       if (abort_requested(options.label, epoch + 1)) {
@@ -229,8 +326,10 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
     }
     if (settings.keep_best && progress_state.best_epoch >= 0) {
       for (size_t i = 0; i < options.modules.size(); ++i) restore_state(*options.modules[i], progress_state.best_state[i]);
-      fmt::print(stderr, "[{}] kept epoch {} (validation {:.4f})\n", options.label, progress_state.best_epoch + 1,
-                 progress_state.best_score);
+      if (is_writer()) {
+        fmt::print(stderr, "[{}] kept epoch {} (validation {:.4f})\n", options.label, progress_state.best_epoch + 1,
+                   progress_state.best_score);
+      }
     }
     summary.steps = step;
     summary.last_epoch_loss = progress_state.last_epoch_loss;
@@ -281,6 +380,19 @@ absl::StatusOr<torch::Tensor> map_batches(BatchSource& data, int64_t batch_size,
     progress.finish();
     return out;
   });
+}
+
+absl::StatusOr<torch::Tensor> map_batches_sharded(BatchSource& data, int64_t batch_size, torch::Device device,
+                                                  const std::function<torch::Tensor(const Batch&)>& fn,
+                                                  const std::string& label) {
+  const int64_t n = data.size();
+  if (collectives().world_size() == 1 || n < collectives().world_size()) {
+    return map_batches(data, batch_size, device, fn, label);
+  }
+  const Shard mine = my_shard(n);
+  ShardSource part(data, mine.begin, mine.end);
+  PQ_ASSIGN_OR_RETURN(const torch::Tensor local, map_batches(part, batch_size, device, fn, label));
+  return guard(label, [&]() -> absl::StatusOr<torch::Tensor> { return gather_rows(local, n); });
 }
 
 }  // namespace protoquant

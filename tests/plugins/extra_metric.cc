@@ -18,6 +18,15 @@ class ClassShare : public protoquant::Metric {
     samples_ += o.samples_;
     return absl::OkStatus();
   }
+  std::vector<torch::Tensor> partial_state() const override {
+    return {torch::tensor({matching_, samples_}, torch::kInt64)};
+  }
+  absl::Status load_partial_state(const std::vector<torch::Tensor>& state) override {
+    if (state.size() != 1 || state[0].numel() != 2) return absl::InvalidArgumentError("class_share: bad partial state");
+    matching_ = state[0][0].item<int64_t>();
+    samples_ = state[0][1].item<int64_t>();
+    return absl::OkStatus();
+  }
   absl::StatusOr<nlohmann::json> compute() override {
     const double share = samples_ ? static_cast<double>(matching_) / static_cast<double>(samples_) : 0.0;
     return nlohmann::json{{"values", {{"class_share", share}}}, {"settings", {{"label", label_}}}};

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <absl/status/status.h>
 #include <nlohmann/json_fwd.hpp>
 #include <torch/types.h>
 
@@ -34,6 +35,12 @@ class CodebookUsage {
   void record(const torch::Tensor& indices);
   // Adds the counts of `other` (same codebooks and codes), e.g. another shard of the same pass.
   void merge(const CodebookUsage& other);
+  // Data-parallel: the counts summed over the ranks (collectives.h), after a sharded pass.
+  void all_reduce();
+  // The codebooks x codes int64 counts (undefined before any record), and their replacement by
+  // counts of the same shape (a metric's partial state, metric.h).
+  const torch::Tensor& counts() const { return counts_; }
+  absl::Status load_counts(const torch::Tensor& counts);
   UsageStats stats() const;
 
  private:

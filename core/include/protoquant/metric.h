@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
@@ -80,6 +81,12 @@ class Metric {
   // Adds the partial state of `other`, a metric of the same type and settings that saw other
   // batches of the same pass.
   virtual absl::Status merge(const Metric& other) = 0;
+  // The partial state merge() reads, as tensors in a fixed order, and its inverse on a fresh
+  // instance after begin(): a data-parallel pass sends every rank's state to rank 0, which loads
+  // each into a fresh instance and merges them in rank order (the shards are contiguous, so the
+  // order of the split is kept).
+  virtual std::vector<torch::Tensor> partial_state() const = 0;
+  virtual absl::Status load_partial_state(const std::vector<torch::Tensor>& state) = 0;
   // {"values": {name: number, ...}, "settings": {...}}: every setting that shaped the values is
   // recorded beside them. Optionally "per_prototype": {name: [P numbers or null]}, kept in the
   // metric's stage record (the gallery shows purity per prototype from it).

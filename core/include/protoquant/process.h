@@ -5,8 +5,9 @@
 
 namespace protoquant {
 
-// A thread count from a manifest or a command line: `requested` if positive, else every hardware
-// thread (at least 1).
+// A thread count from a manifest or a command line: `requested` if positive, else the hardware
+// threads shared among this machine's processes of a data-parallel run (LOCAL_WORLD_SIZE; at
+// least 1).
 int64_t resolve_threads(int64_t requested);
 
 // Keeps freed tensor memory in the process instead of returning it to the kernel after every

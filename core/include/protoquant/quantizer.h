@@ -41,6 +41,8 @@ class Quantizer : public torch::nn::Module {
   }
 
   void reset_usage() { usage_.reset(); }
+  // Data-parallel: after a pass over a split's shards, the whole split's counts on every rank.
+  void all_reduce_usage() { usage_.all_reduce(); }
   UsageStats usage() const { return usage_.stats(); }
 
  protected:

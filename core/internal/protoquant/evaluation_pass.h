@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include <absl/status/status.h>
@@ -21,13 +22,18 @@ struct EvaluationSources {
   // The training split's feature maps, asked for only when some metric reads that split.
   std::function<absl::StatusOr<TensorSource*>()> train_features;
   int64_t batch_size = 256;
+  // Data-parallel: a fresh instance of metrics[i] (same type and settings). With it, each rank
+  // walks its contiguous share of every split and rank 0 merges the others' partial states
+  // (Metric::partial_state) into its own, so only rank 0's metrics hold the whole pass. Without
+  // it every rank walks everything.
+  std::function<absl::StatusOr<std::shared_ptr<Metric>>(size_t i)> fresh_metric;
 };
 
 // The union of what `metrics` declare.
 MetricNeeds combined_needs(const std::vector<Metric*>& metrics);
 
-// Calls begin() on every metric, then update() with every batch of the splits each reads. The
-// model must be in eval mode.
+// Calls begin() on every metric, then update() with every batch of the splits each reads (of
+// this rank's share, data-parallel; see fresh_metric). The model must be in eval mode.
 absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSources& sources,
                                  const std::vector<Metric*>& metrics);
 

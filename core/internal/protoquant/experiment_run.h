@@ -114,6 +114,7 @@ class ExperimentRun {
 
   absl::Status start();
   absl::Status prepare_folder();
+  absl::Status clear_folder();  // prepare_folder's writes (rank 0's)
   absl::Status load_dataset();
   absl::Status compute_keys();
   absl::Status blackbox();

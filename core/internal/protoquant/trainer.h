@@ -18,6 +18,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
+#include "protoquant/collectives.h"
 #include "protoquant/dataset.h"
 #include "protoquant/params.h"
 
@@ -88,9 +89,27 @@ class DatasetSource : public BatchSource {
   bool augment_;
 };
 
+// Rows [begin, end) of another source, numbered from 0: one rank's share of a split.
+class ShardSource : public BatchSource {
+ public:
+  ShardSource(BatchSource& source, int64_t begin, int64_t end) : source_(source), begin_(begin), end_(end) {}
+  int64_t size() const override { return end_ - begin_; }
+  absl::StatusOr<Batch> get(const torch::Tensor& indices) override { return source_.get(indices + begin_); }
+  void prefetch(const torch::Tensor& indices) override { source_.prefetch(indices + begin_); }
+
+ private:
+  BatchSource& source_;
+  int64_t begin_, end_;
+};
+
 // Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True)): backward then stores
 // each fresh gradient instead of adding it to zeros, two operations fewer per parameter and step.
 void drop_gradients(torch::optim::Optimizer& optimizer);
+
+// Data-parallel: sums the parameters' gradients over the ranks, in place (flat buckets, one
+// collective per bucket). Each rank's backward was of its share of the global batch's mean loss,
+// so the sum is the gradient of the whole batch's mean.
+void all_reduce_gradients(Collectives& group, const std::vector<torch::Tensor>& parameters);
 
 // The learning rate at `step` of `total_steps` (warm-up then schedule), as a fraction of the peak.
 double lr_factor(const TrainSettings& settings, int64_t step, int64_t total_steps, int64_t steps_per_epoch);
@@ -128,6 +147,7 @@ struct TrainSummary {
   int64_t best_epoch = -1;         // 0-based; -1 when not validated
   double best_score = 0.0;
   int64_t resumed_epochs = 0;      // epochs taken from a checkpoint instead of trained
+  int64_t replica_checks = 0;      // data-parallel: epochs after which the ranks' states were compared equal
 };
 
 // Minimises loss_fn over `data` for settings.epochs epochs. loss_fn receives a batch already on
@@ -140,5 +160,12 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
 absl::StatusOr<torch::Tensor> map_batches(BatchSource& data, int64_t batch_size, torch::Device device,
                                           const std::function<torch::Tensor(const Batch&)>& fn,
                                           const std::string& label);
+
+// The same, data-parallel (collective): each rank maps its contiguous share of `data` and the
+// shares are gathered, so every rank returns the whole output. fn sees only this rank's
+// batches. With fewer rows than ranks every rank maps them all.
+absl::StatusOr<torch::Tensor> map_batches_sharded(BatchSource& data, int64_t batch_size, torch::Device device,
+                                                  const std::function<torch::Tensor(const Batch&)>& fn,
+                                                  const std::string& label);
 
 }  // namespace protoquant

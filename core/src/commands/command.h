@@ -17,6 +17,7 @@ namespace protoquant {
 // What main() parses before the subcommand and the commands may need.
 struct GlobalOptions {
   std::vector<std::string> plugins;  // --plugin LIB, repeatable
+  std::vector<std::string> argv;     // the whole command line (the data-parallel launcher reruns it)
 };
 
 class Command {

@@ -1,0 +1,99 @@
+// Data-parallel runs through the CLI: two ranks on 127.0.0.1 (Gloo) train one tiny synthparts
+// model, write one result and keep identical replicas; a rank killed mid-epoch stops the other
+// with a one-line error naming it, and the run resumes. Plus the sharding arithmetic.
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "protoquant/process_group.h"
+#include "test_support.h"
+
+namespace protoquant {
+namespace {
+
+namespace fs = std::filesystem;
+
+size_t results_files_under(const fs::path& root) {
+  size_t n = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) n += entry.path().filename() == "results.json";
+  return n;
+}
+
+std::string two_ranks(const testing::TempDir& dir, const fs::path& manifest) {
+  // A short collective timeout, so a broken test fails in seconds rather than minutes.
+  setenv("PROTOQUANT_DIST_TIMEOUT", "60", 1);
+  return "run " + manifest.string() + " --out " + (dir / "out").string() + " --store " + (dir / "store").string() +
+         " --db " + (dir / "results.db").string() + " --nproc-per-node 2 --set experiment.threads=1";
+}
+
+TEST(DataParallelCli, TwoRanksTrainOneModelWithIdenticalReplicasAndWriteOneResult) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_ema");
+  // EMA-VQ: its codebook moves in the forward pass, so without the allreduce of its counts and
+  // sums each rank would drift to its own codebook and the per-epoch replica check would fail.
+  const auto run = testing::run_cli(two_ranks(dir, manifest) +
+                                    " --set quantizer.type=ema_vq --set stages.codebook.epochs=2 --set stages.head.epochs=2");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(results_files_under(dir.path()), 1u);
+  const nlohmann::json results = testing::results_of(dir / "out");
+  EXPECT_EQ(results["environment"]["world_size"], 2);
+  for (const auto& [stage, epochs] : {std::pair{"blackbox", 1}, {"codebook", 2}, {"head", 2}}) {
+    const auto record = nlohmann::json::parse(testing::read_text(dir / "out" / "stages" / (std::string(stage) + ".json")));
+    EXPECT_EQ(record["world_size"], 2) << stage;
+    EXPECT_EQ(record["replica_checks"], epochs) << stage;  // one passed check per epoch
+  }
+  // Rank 0 alone speaks: one progress report per stage, not one per rank.
+  size_t done = 0;
+  for (size_t at = run.output.find("[head] done"); at != std::string::npos; at = run.output.find("[head] done", at + 1)) ++done;
+  EXPECT_EQ(done, 1u) << run.output;
+}
+
+TEST(DataParallelCli, AKilledRankStopsTheOtherCleanlyAndTheRunResumes) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_fault");
+  const std::string run = two_ranks(dir, manifest) + " --set stages.head.epochs=2";
+  setenv("PROTOQUANT_KILL_AT", "1:head:1:1", 1);  // rank 1 dies at the first step of the head's first epoch
+  const auto killed = testing::run_cli(run);
+  unsetenv("PROTOQUANT_KILL_AT");
+  ASSERT_NE(killed.exit_code, 0) << killed.output;
+  EXPECT_NE(killed.output.find("data-parallel run failed: rank 1 was killed by signal 9"), std::string::npos)
+      << killed.output;
+  EXPECT_EQ(results_files_under(dir.path()), 0u);
+  EXPECT_TRUE(fs::exists(dir / "out" / "stages" / "codebook.json"));  // the finished stages stay filed
+
+  const auto resumed = testing::run_cli(run + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("[codebook] reused"), std::string::npos) << resumed.output;
+  EXPECT_EQ(testing::results_of(dir / "out")["environment"]["world_size"], 2);
+}
+
+TEST(Sharding, SharesAreContiguousCoverEveryRowAndDifferByAtMostOne) {
+  for (const int64_t n : {0, 1, 5, 64, 101}) {
+    for (const int world : {1, 2, 3, 8}) {
+      int64_t next = 0, smallest = n, largest = 0;
+      for (int rank = 0; rank < world; ++rank) {
+        const Shard s = shard_of(n, rank, world);
+        EXPECT_EQ(s.begin, next) << n << " rows, rank " << rank << " of " << world;
+        next = s.end;
+        smallest = std::min(smallest, s.size());
+        largest = std::max(largest, s.size());
+      }
+      EXPECT_EQ(next, n);
+      EXPECT_LE(largest - smallest, 1);
+    }
+  }
+}
+
+TEST(Sharding, AProcessAloneHoldsEverythingAndIsTheWriter) {
+  EXPECT_TRUE(is_writer());
+  const Shard all = my_shard(7);
+  EXPECT_EQ(all.begin, 0);
+  EXPECT_EQ(all.end, 7);
+  const torch::Tensor rows = torch::randn({7, 3});
+  EXPECT_TRUE(torch::equal(gather_rows(rows, 7), rows));
+  EXPECT_TRUE(check_replicas_identical({rows}, "alone").ok());
+}
+
+}  // namespace
+}  // namespace protoquant
