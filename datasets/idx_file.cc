@@ -1,8 +1,10 @@
 #include "idx_file.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -77,6 +79,27 @@ absl::StatusOr<torch::Tensor> read_idx(const std::filesystem::path& path) {
     dims.push_back(dim);
     total *= dim;
     if (total > (int64_t{1} << 36)) return absl::InvalidArgumentError(fmt::format("{}: IDX payload too large", name));
+  }
+  // The header is checked against the file before anything is allocated from it: raw data must
+  // be exactly that long, and deflate expands at most 1032-fold, so a gzip file too small for its
+  // header is refused at once (a header declaring 65535 x 65535 images once reached LibTorch's
+  // allocator).
+  std::error_code ec;
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  const bool compressed = gzdirect(file.get()) == 0;
+  const uint64_t header_bytes = 4 + 4 * static_cast<uint64_t>(ndims);
+  if (!ec && !compressed && static_cast<uint64_t>(total) > file_size - std::min(file_size, header_bytes)) {
+    return absl::DataLossError(fmt::format("{}: truncated: expected {} bytes of data for {}, found {}", name, total,
+                                           fmt::join(dims, "x"), file_size - std::min(file_size, header_bytes)));
+  }
+  if (!ec && compressed && static_cast<uint64_t>(total) > file_size * 1032) {
+    return absl::DataLossError(fmt::format("{}: the header declares {} ({} bytes), more than a gzip file of {} bytes "
+                                           "can hold", name, fmt::join(dims, "x"), total, file_size));
+  }
+  const uint64_t memory = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && static_cast<uint64_t>(total) > memory) {
+    return absl::ResourceExhaustedError(fmt::format("{}: {} ({} bytes) is more than this machine's {} bytes of memory",
+                                                    name, fmt::join(dims, "x"), total, memory));
   }
   auto tensor = torch::empty(dims, torch::kUInt8);
   const int64_t got = read_bytes(file.get(), tensor.data_ptr<uint8_t>(), total);

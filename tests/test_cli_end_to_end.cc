@@ -1,5 +1,7 @@
 // The `protoquant` executable as a user runs it: a small real run on a slice of Fashion-MNIST,
 // and the error paths (one clear line, non-zero exit, no results.json).
+#include <thread>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -104,6 +106,80 @@ TEST(CliEndToEnd, DataErrorsNameTheFileAndLeaveNoResults) {
   EXPECT_EQ(corrupt.exit_code, 1);
   EXPECT_NE(corrupt.output.find("train-images-idx3-ubyte: corrupt or truncated gzip stream"), std::string::npos) << corrupt.output;
   EXPECT_FALSE(fs::exists(dir / "run2" / "results.json"));
+}
+
+// `cd DIR && protoquant validate m.toml` with a relative data path: a bare manifest name once
+// aborted every command (std::filesystem::absolute("") throws).
+TEST(CliEndToEnd, ABareManifestNameInItsFolderWorks) {
+  testing::TempDir dir;
+  ASSERT_FALSE(testing::fashion_mnist_root().empty());
+  fs::create_directory_symlink(testing::fashion_mnist_root(), dir / "fm");
+  std::string text = testing::read_text(kQuickstart);
+  const size_t root = text.find("root = ");
+  ASSERT_NE(root, std::string::npos);
+  text.replace(root, text.find('\n', root) - root, "root = \"fm\"");
+  testing::write_text(dir / "m.toml", text);
+  const fs::path before = fs::current_path();
+  fs::current_path(dir.path());
+  const auto validate = testing::run_cli("validate m.toml");
+  const auto data = testing::run_cli("data m.toml");
+  fs::current_path(before);
+  EXPECT_EQ(validate.exit_code, 0) << validate.output;
+  EXPECT_EQ(data.exit_code, 0) << data.output;
+  EXPECT_EQ(data.output.find("terminate"), std::string::npos) << data.output;
+}
+
+// Out-of-range numbers on the command line say what is wanted, not the double's whole range.
+TEST(CliEndToEnd, OutOfRangeNumbersArePlainOneLiners) {
+  const auto zero = testing::run_cli("edit some-run --limit-k 0");
+  EXPECT_NE(zero.exit_code, 0);
+  EXPECT_NE(zero.output.find("must be above 0 (got 0)"), std::string::npos) << zero.output;
+  EXPECT_EQ(zero.output.find("179769"), std::string::npos) << zero.output;
+  const auto negative = testing::run_cli("explain some-run --test-index=-3");
+  EXPECT_NE(negative.exit_code, 0);
+  EXPECT_NE(negative.output.find("must be 0 or more (got -3)"), std::string::npos) << negative.output;
+}
+
+// Output locations that cannot work are said before any stage trains, not after all of them.
+TEST(CliEndToEnd, BadOutputLocationsFailBeforeTheWork) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "early");
+  fs::create_directories(dir / "a-folder.db");
+  const auto folder_db = testing::run_cli("run " + manifest.string() + " --out " + (dir / "run").string() + " --store " +
+                                          (dir / "store").string() + " --db " + (dir / "a-folder.db").string());
+  EXPECT_EQ(folder_db.exit_code, 1);
+  EXPECT_NE(folder_db.output.find("a-folder.db: is a folder, not a results store"), std::string::npos) << folder_db.output;
+  EXPECT_EQ(folder_db.output.find("[blackbox]"), std::string::npos) << folder_db.output;
+  EXPECT_FALSE(fs::exists(dir / "store"));
+
+  // More jobs than cores: refused by --dry-run already, as by the run itself.
+  testing::write_text(dir / "seeds.toml", "extends = \"early.toml\"\n[sweep]\nseeds = [0, 1]\n");
+  const std::string jobs = std::to_string(std::thread::hardware_concurrency() + 1);
+  const auto dry = testing::run_cli("run " + (dir / "seeds.toml").string() + " --jobs " + jobs + " --dry-run");
+  EXPECT_EQ(dry.exit_code, 1);
+  EXPECT_NE(dry.output.find("is more than the"), std::string::npos) << dry.output;
+}
+
+// A run finishes whole (report, results.json, the results store's row) or leaves no results.json.
+TEST(CliEndToEnd, ARunWhoseReportCannotBeWrittenLeavesNoResults) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "whole");
+  fs::create_directories(dir / "run" / "report.html" / "blocked");  // a folder where the page goes
+  const std::string run = "run " + manifest.string() + " --out " + (dir / "run").string() + " --db " +
+                          (dir / "results.db").string();
+  const auto failed = testing::run_cli(run);
+  EXPECT_EQ(failed.exit_code, 1);
+  EXPECT_NE(failed.output.find("report.html"), std::string::npos) << failed.output;
+  EXPECT_FALSE(fs::exists(dir / "run" / "results.json"));
+  const auto none = testing::run_cli("runs --db " + (dir / "results.db").string());
+  EXPECT_EQ(none.output.find("whole"), std::string::npos) << none.output;
+
+  fs::remove_all(dir / "run" / "report.html");
+  const auto again = testing::run_cli(run + " --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(fs::exists(dir / "run" / "results.json"));
+  const auto one = testing::run_cli("runs --db " + (dir / "results.db").string());
+  EXPECT_NE(one.output.find("whole"), std::string::npos) << one.output;
 }
 
 TEST(CliEndToEnd, PluginsDescribeValidate) {

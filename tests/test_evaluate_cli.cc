@@ -160,6 +160,22 @@ TEST(EvaluateCli, AddsMetricsToAFinishedRunWithoutTraining) {
   EXPECT_NE(lost.output.find("is not in the store"), std::string::npos) << lost.output;
 }
 
+// --dump naming a file fails before the pass: results.json and the report stay as they were.
+TEST(EvaluateCli, ABadDumpLocationFailsBeforeAnythingIsRewritten) {
+  testing::TempDir dir;
+  const fs::path manifest = tiny_manifest(dir, "synthparts.toml", "dumped");
+  const fs::path run = dir / "runs" / "dumped";
+  ASSERT_EQ(testing::run_cli("run " + manifest.string() + " --out " + run.string()).exit_code, 0);
+  const auto results_time = fs::last_write_time(run / "results.json");
+  const auto report_time = fs::last_write_time(run / "report.html");
+  testing::write_text(dir / "a-file", "x");
+  const auto bad = testing::run_cli("evaluate " + run.string() + " --metric purity --dump " + (dir / "a-file").string());
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("a-file: --dump needs a folder"), std::string::npos) << bad.output;
+  EXPECT_EQ(fs::last_write_time(run / "results.json"), results_time);
+  EXPECT_EQ(fs::last_write_time(run / "report.html"), report_time);
+}
+
 TEST(EvaluateCli, FreePrototypesRunWithoutACodebookOnTheSameBlackBox) {
   testing::TempDir dir;
   const fs::path protoquant = tiny_manifest(dir, "synthparts.toml", "tiny");

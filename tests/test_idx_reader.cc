@@ -83,6 +83,20 @@ TEST(IdxReader, CorruptFilesNameTheFileAndTheProblem) {
   ASSERT_FALSE(cut.ok());
   EXPECT_NE(cut.status().message().find("cut.gz: corrupt or truncated gzip stream"), std::string::npos) << cut.status();
   EXPECT_FALSE(datasets::read_idx(dir / "absent").ok());
+
+  // A header declaring far more than the file can hold is refused before anything is allocated.
+  write_gz(dir / "bomb.gz", idx_bytes({10, 65535, 65535}, iota_bytes(100)));
+  auto bomb = datasets::read_idx(dir / "bomb.gz");
+  ASSERT_FALSE(bomb.ok());
+  EXPECT_NE(bomb.status().message().find("bomb.gz: the header declares 10x65535x65535 (42948362250 bytes), more than "
+                                         "a gzip file of"),
+            std::string::npos)
+      << bomb.status();
+  testing::write_text(dir / "bomb-raw", idx_bytes({10, 65535, 65535}, iota_bytes(100)));
+  auto raw = datasets::read_idx(dir / "bomb-raw");
+  ASSERT_FALSE(raw.ok());
+  EXPECT_NE(raw.status().message().find("bomb-raw: truncated: expected 42948362250 bytes"), std::string::npos)
+      << raw.status();
 }
 
 class IdxDatasetTest : public ::testing::Test {

@@ -224,6 +224,21 @@ TEST(ImageFolder, ClassesFromSortedFoldersAndSplitsFromTheTree) {
   EXPECT_NEAR(eval->images[0][2][5][7].item<float>(), (pixel[0] / 255.0 - 0.406) / 0.225, 1e-4);
 }
 
+// A link from a class folder back up the tree (a symlink loop) is skipped with a warning: the
+// images are read once and the dataset opens, instead of failing on an ever longer path.
+TEST(ImageFolder, ASymlinkLoopIsSkippedAndEachImageReadOnce) {
+  testing::TempDir dir;
+  auto data = SynthParts::create(small_config());
+  ASSERT_TRUE(data.ok());
+  ASSERT_TRUE(datasets::write_image_folder(*data, dir.path()).ok());
+  fs::create_directory_symlink(dir.path() / "train", dir / "train" / "class_001" / "loop");
+  auto folder = build_dataset("image_folder", {{"root", dir.path().string()},
+                                       {"train_transform", std::vector<std::string>{"center_crop:32"}},
+                                       {"eval_transform", std::vector<std::string>{"center_crop:32"}}});
+  ASSERT_TRUE(folder);
+  EXPECT_EQ(folder->size("train"), 12);
+}
+
 // An ImageFolder tree with one of each bad case next to good images.
 struct BadFolder {
   testing::TempDir dir;

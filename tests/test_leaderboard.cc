@@ -323,6 +323,22 @@ TEST(Leaderboard, RendersAGithubMarkdownTable) {
             "| 1024 | 0.9700 | 0.9900 |\n");
 }
 
+TEST(Leaderboard, MarkdownCellsShowNamesLiterally) {
+  testing::TempDir dir;
+  const auto runs = record(dir / "results.db", {
+      seeded_run("hostile", 0, {{"head", {{"note", "<script>alert(1)</script> a|b *x* [l](u) `c` \\ & d"}}}}, 0.5),
+      seeded_run("plain", 0, {{"head", {{"note", "plain"}}}}, 0.25),
+  });
+  LeaderboardOptions options;
+  options.metrics = {"accuracy.accuracy"};
+  const std::string text = render_leaderboard(*build_leaderboard(runs, options), LeaderboardFormat::kMarkdown, "");
+  EXPECT_NE(text.find("\n| &lt;script&gt;alert(1)&lt;/script&gt; a\\|b \\*x\\* \\[l\\](u) \\`c\\` \\\\ &amp; d | 0.5000 |\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("<script>"), std::string::npos) << text;
+  EXPECT_NE(text.find("\n| plain | 0.2500 |\n"), std::string::npos) << text;
+}
+
 TEST(Leaderboard, RendersRfc4180CsvWithMeanStdAndNColumns) {
   testing::TempDir dir;
   const auto runs = record(dir / "results.db", {

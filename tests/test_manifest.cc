@@ -266,5 +266,33 @@ TEST_F(ManifestTest, ExtendsMissingOrMalformedBase) {
       << result.status();
 }
 
+// `cd DIR && protoquant validate m.toml`: a bare file name has an empty parent path, which once
+// aborted the CLI (std::filesystem::absolute("") throws). Relative paths resolve against DIR.
+TEST_F(ManifestTest, ABareFileNameResolvesPathsAgainstTheWorkingFolder) {
+  testing::write_text(path_, valid_manifest("fm"));
+  const fs::path before = fs::current_path();
+  fs::current_path(dir_.path());
+  const auto spec = load_experiment(path_.filename(), {}, testing::builtin_registry());
+  fs::current_path(before);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset.params.get_string("root"), (dir_.path() / "fm").string());
+  EXPECT_EQ(spec->manifest_path, path_);
+}
+
+// A run's name becomes its folder under the output: it cannot climb out or be absolute.
+TEST_F(ManifestTest, TheRunNameIsASingleFolderName) {
+  for (const std::string name : {"../../x", "/tmp/x", "a/b", ".."}) {
+    SCOPED_TRACE(name);
+    expect_error(load(replace_line(valid_manifest("d"), 2, "name = \"" + name + "\"")), 2, 8,
+                 "experiment.name '" + name + "'");
+  }
+  const auto plain = load(replace_line(valid_manifest("d"), 2, "name = \"..x-1.2\""));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  // Through --set too, which names its own source.
+  const auto set = load(valid_manifest("d"), {"experiment.name=../up"});
+  ASSERT_FALSE(set.ok());
+  EXPECT_NE(set.status().message().find("must be a single folder name"), std::string::npos) << set.status();
+}
+
 }  // namespace
 }  // namespace protoquant

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -115,6 +116,60 @@ TEST_F(MethodCli, AnInterruptedRunResumesToTheSameResult) {
   EXPECT_NE(nothing.output.find("nothing to resume"), std::string::npos) << nothing.output;
 }
 
+// A checkpoint damaged after a kill (bytes flipped in the middle, or cut short) is never resumed
+// from: it is set aside with a warning and the stage starts again, to the uninterrupted result.
+TEST_F(MethodCli, ADamagedCheckpointIsSetAsideAndTheStageStartsAgain) {
+  const std::vector<std::pair<std::string, std::function<void(const fs::path&)>>> damages = {
+      {"flipped", [](const fs::path& file) {
+         std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+         const auto middle = static_cast<std::streamoff>(fs::file_size(file) / 2);
+         f.seekg(middle);
+         char c = 0;
+         f.read(&c, 1);
+         f.seekp(middle);
+         c = static_cast<char>(c ^ 0x5a);
+         f.write(&c, 1);
+       }},
+      {"truncated", [](const fs::path& file) { fs::resize_file(file, fs::file_size(file) * 2 / 3); }},
+  };
+  for (const auto& [damage, apply] : damages) {
+    SCOPED_TRACE(damage);
+    const fs::path store = *dir_ / ("store-" + damage);
+    const fs::path run = *dir_ / ("damaged-" + damage);
+    setenv("PROTOQUANT_ABORT_AFTER", "codebook:1", 1);
+    const auto crashed = testing::run_cli(slice_run(run, "--store " + store.string()));
+    unsetenv("PROTOQUANT_ABORT_AFTER");
+    ASSERT_EQ(crashed.exit_code, 1) << crashed.output;
+    const auto checkpoints = work_checkpoints(store, "codebook");
+    ASSERT_EQ(checkpoints.size(), 1u);
+    apply(checkpoints[0] / "checkpoint.pt");
+
+    const auto resumed = testing::run_cli(slice_run(run, "--resume --store " + store.string()));
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find("set aside as checkpoint.pt.bad, the stage starts again"), std::string::npos)
+        << resumed.output;
+    EXPECT_EQ(resumed.output.find("[codebook] resumed"), std::string::npos) << resumed.output;
+    const auto a = results_of(reference()), b = results_of(run);
+    EXPECT_EQ(a["stages"]["codebook"]["loss"], b["stages"]["codebook"]["loss"]);
+    EXPECT_EQ(a["artifacts"]["head"], b["artifacts"]["head"]);
+  }
+}
+
+// --force computes a stage from its start, even where an unfinished checkpoint of it is left.
+TEST_F(MethodCli, ForceStartsAStageAfreshInsteadOfResumingItsCheckpoint) {
+  const fs::path store = *dir_ / "store-force";
+  const fs::path run = *dir_ / "forced";
+  setenv("PROTOQUANT_ABORT_AFTER", "codebook:1", 1);
+  const auto crashed = testing::run_cli(slice_run(run, "--store " + store.string()));
+  unsetenv("PROTOQUANT_ABORT_AFTER");
+  ASSERT_EQ(crashed.exit_code, 1) << crashed.output;
+  ASSERT_EQ(work_checkpoints(store, "codebook").size(), 1u);
+  const auto forced = testing::run_cli(slice_run(run, "--resume --force codebook --store " + store.string()));
+  ASSERT_EQ(forced.exit_code, 0) << forced.output;
+  EXPECT_EQ(forced.output.find("[codebook] resumed"), std::string::npos) << forced.output;
+  EXPECT_EQ(results_of(reference())["stages"]["codebook"]["loss"], results_of(run)["stages"]["codebook"]["loss"]);
+}
+
 TEST_F(MethodCli, ACorruptArtifactIsDetectedAndComputedAgain) {
   const fs::path store = *dir_ / "store";
   const auto first = testing::run_cli(slice_run(*dir_ / "first", "--set stages.blackbox.epochs=1"));
@@ -217,6 +272,11 @@ TEST_F(MethodCli, LimitKKeepsExactlyKPerClassAndPruneInactiveKeepsPredictions) {
   const auto range = testing::run_cli("edit " + reference().string() + " --disable-prototype 999");
   EXPECT_EQ(range.exit_code, 1);
   EXPECT_NE(range.output.find("--disable-prototype 999"), std::string::npos) << range.output;
+  // An edit's name is its folder under edits/: it stays inside the run.
+  const auto escaping = testing::run_cli("edit " + reference().string() + " --limit-k 3 --name ../../../x");
+  EXPECT_EQ(escaping.exit_code, 1);
+  EXPECT_NE(escaping.output.find("--name '../../../x' contains '/'"), std::string::npos) << escaping.output;
+  EXPECT_FALSE(fs::exists(reference().parent_path().parent_path() / "x"));
   const auto not_run = testing::run_cli("edit " + (*dir_ / "absent").string() + " --limit-k 1");
   EXPECT_EQ(not_run.exit_code, 1);
   EXPECT_NE(not_run.output.find("not a run folder"), std::string::npos) << not_run.output;

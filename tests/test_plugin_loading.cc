@@ -84,6 +84,12 @@ TEST(PluginLoading, MissingFileAndNonLibraryAreClearErrors) {
   const absl::Status status = load_plugin(dir / "fake.so", registry);
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.message().find("fake.so: cannot load plugin"), std::string::npos) << status;
+  EXPECT_EQ(status.message().find("Bad file descriptor"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("file too short"), std::string::npos) << status;  // dlopen's own words
+  // An executable is an ELF file but no library: the dynamic loader's own reason is shown.
+  const absl::Status program = load_plugin("/bin/ls", registry);
+  EXPECT_NE(program.message().find("cannot load plugin: "), std::string::npos) << program;
+  EXPECT_EQ(program.message().find("Bad file descriptor"), std::string::npos) << program;
 }
 
 TEST(PluginLoading, NameRegisteredTwiceNamesBothLibraries) {

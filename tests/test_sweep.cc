@@ -163,6 +163,13 @@ TEST_F(SweepTest, ProblemsOfEveryMemberAreListedOnce) {
                           at(16, 1) + ": unknown key 'epoch' in [stages.head] (did you mean 'epochs'?)"});
 }
 
+TEST_F(SweepTest, ASweptKeyInAnUnknownTableIsReportedAtTheKey) {
+  auto members = sweep(single_run_manifest() +
+                       "[sweep.grid]\n"                              // 16
+                       "\"quantiser.codes\" = [16, 32]\n");         // 17
+  expect_errors(members, {at(17, 1) + ": unknown table 'quantiser' (did you mean 'quantizer'?)"});
+}
+
 TEST_F(SweepTest, StructuralErrorsOfTheSweep) {
   auto members = sweep(single_run_manifest() +
                        "[sweep]\n"                                  // 16

@@ -1,7 +1,15 @@
 // Sweeps through the CLI on a small slice of Fashion-MNIST: the plan, stage reuse counted across
 // members and reruns, a killed member that resumes, --jobs, and one results-store row per
 // finished run.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -161,6 +169,72 @@ TEST(SweepCli, AKilledMemberResumesAndJobsRunMembersSideBySide) {
   // Two seeds are two different experiments.
   EXPECT_NE(results_of(dir / "out" / members[0])["artifacts"]["blackbox"],
             results_of(dir / "out" / members[1])["artifacts"]["blackbox"]);
+}
+
+// The processes whose parent is `parent` (from /proc/<pid>/stat's fourth field).
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line) || line.rfind(')') == std::string::npos) continue;
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+// SIGTERM to `protoquant run SWEEP --jobs 2` (what `timeout` sends, to the parent alone) reaches
+// the members: they stop, the parent waits for them and says so, and no member keeps training.
+TEST(SweepCli, ASignalToTheSweepStopsItsMembersToo) {
+  ASSERT_FALSE(testing::fashion_mnist_root().empty());
+  testing::TempDir dir;
+  write_sweep(dir / "sweep.toml", "[sweep]\nseeds = [0, 1, 2]\n");
+  const std::string log = (dir / "log.txt").string();
+  const std::string command = std::string(PQ_CLI) + " run " + (dir / "sweep.toml").string() + " --out " +
+                              (dir / "out").string() + " --set experiment.threads=1 --jobs 2 >" + log + " 2>&1";
+  const std::string exec = "exec " + command;  // the shell becomes the CLI: its pid is the sweep's
+  const pid_t shell = ::fork();
+  ASSERT_GE(shell, 0);
+  if (shell == 0) {
+    ::execl("/bin/sh", "sh", "-c", exec.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  std::vector<pid_t> members;
+  while (members.size() < 2 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    members = children_of(shell);
+  }
+  ASSERT_EQ(members.size(), 2u) << testing::read_text(log);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // the members are at work
+  ASSERT_EQ(::kill(shell, SIGTERM), 0);
+
+  int status = 0;
+  pid_t done = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((done = ::waitpid(shell, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (done == 0) {
+    for (pid_t member : members) ::kill(member, SIGKILL);
+    ::kill(shell, SIGKILL);
+    ::waitpid(shell, &status, 0);
+    FAIL() << "the sweep did not stop within 60 s of SIGTERM\n" << testing::read_text(log);
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  for (pid_t member : members) {
+    EXPECT_NE(::kill(member, 0), 0) << "member " << member << " outlived the sweep";
+    if (::kill(member, 0) == 0) ::kill(member, SIGKILL);
+  }
+  const std::string output = testing::read_text(log);
+  EXPECT_NE(output.find("stopped by signal 15"), std::string::npos) << output;
+  if (fs::exists(dir / "out")) EXPECT_TRUE(member_folders(dir / "out").empty()) << output;  // nothing half-finished
 }
 
 }  // namespace

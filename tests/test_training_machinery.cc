@@ -1,11 +1,16 @@
 // Mixup/CutMix, soft-target cross-entropy, per-epoch checkpoints with resume, and best-epoch
 // selection, each against an independent computation.
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "protoquant/atomic_file.h"
 #include "protoquant/batch_mixing.h"
 #include "protoquant/checkpoint.h"
 #include "protoquant/trainer.h"
@@ -13,6 +18,8 @@
 
 namespace protoquant {
 namespace {
+
+namespace fs = std::filesystem;
 
 // Image b is filled with the constant b + 1, so every pixel tells which sample it came from.
 Batch constant_batch(int64_t n, int64_t size) {
@@ -193,6 +200,51 @@ TEST(Checkpoint, ACheckpointOfAnotherStageIsRefused) {
   const auto status = load_checkpoint(dir / "c.pt", progress, {a, b}, nullptr);
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.message().find("c.pt"), std::string::npos) << status;
+}
+
+// A write that fails mid-file (a full disk; here the process's file-size limit, which fails the
+// same write(2) with EFBIG) is one error naming the file and the OS's reason, not an abort from
+// LibTorch's zip writer; nothing half-written is left, and the same save succeeds once the
+// space is back.
+TEST(Checkpoint, AFailedWriteIsAnErrorAndLeavesNothingHalfWritten) {
+  testing::TempDir dir;
+  auto model = std::make_shared<torch::nn::LinearImpl>(256, 256);  // ~260 KB of weights
+  const auto path = dir / "checkpoint.pt";
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &before), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = before;
+  small.rlim_cur = 64 * 1024;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  const absl::Status failed = save_checkpoint(path, {}, {model}, nullptr);
+  ::setrlimit(RLIMIT_FSIZE, &before);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.message().find(path.string()), std::string::npos) << failed;
+  EXPECT_NE(failed.message().find(std::strerror(EFBIG)), std::string::npos) << failed;
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 0) << "no temporary left";
+
+  ASSERT_TRUE(save_checkpoint(path, {}, {model}, nullptr).ok());
+  EXPECT_TRUE(read_verified_checkpoint(path).ok());
+}
+
+TEST(Checkpoint, ADamagedCheckpointFailsItsChecksumAndIsSetAside) {
+  testing::TempDir dir;
+  auto model = std::make_shared<torch::nn::LinearImpl>(8, 8);
+  const auto path = dir / "checkpoint.pt";
+  ASSERT_TRUE(save_checkpoint(path, {}, {model}, nullptr).ok());
+  EXPECT_TRUE(set_aside_bad_checkpoint(path));  // a good one stays
+  std::string bytes = testing::read_text(path);
+  bytes[bytes.size() / 2] ^= 1;
+  ASSERT_TRUE(write_file_atomic(path, bytes).ok());
+  TrainingProgress progress;
+  const absl::Status status = load_checkpoint(path, progress, {model}, nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("checksum mismatch"), std::string::npos) << status;
+  EXPECT_FALSE(set_aside_bad_checkpoint(path));
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_TRUE(fs::exists(path.string() + ".bad"));
+  EXPECT_FALSE(set_aside_bad_checkpoint(path));  // none there: nothing to resume
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "protoquant/artifact_store.h"
 
 #include <fcntl.h>
+#include <cstring>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -151,7 +152,7 @@ absl::StatusOr<ArtifactStore::Lock> ArtifactStore::lock(const std::string& stage
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InternalError(fmt::format("{}: cannot open lock file", path.string()));
+  if (fd < 0) return absl::InternalError(fmt::format("{}: cannot open lock file: {}", path.string(), std::strerror(errno)));
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno != EINTR) {
       ::close(fd);

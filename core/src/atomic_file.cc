@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <torch/serialize.h>
@@ -56,24 +57,45 @@ absl::Status write_atomic_with(const fs::path& path, const std::function<absl::S
 }
 
 absl::Status write_file_atomic(const fs::path& path, const std::string& content) {
-  return write_atomic_with(path, [&](const fs::path& temporary) {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.close();
-    if (!out) return absl::InternalError(fmt::format("{}: write failed", path.string()));
+  return write_atomic_with(path, [&](const fs::path& temporary) -> absl::Status {
+    // POSIX writes, so a full disk or a quota says so (errno), which a stream would not.
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return absl::InternalError(fmt::format("{}: cannot write: {}", path.string(), std::strerror(errno)));
+    size_t written = 0;
+    int error = 0;
+    while (written < content.size()) {
+      const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error = n < 0 ? errno : EIO;
+        break;
+      }
+      written += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0 && error == 0) error = errno;
+    if (error != 0) return absl::InternalError(fmt::format("{}: write failed: {}", path.string(), std::strerror(error)));
     return absl::OkStatus();
   });
 }
 
+absl::Status save_archive(torch::serialize::OutputArchive& archive, const fs::path& path) {
+  // Serialised in memory first: LibTorch's zip writer throws from its destructor when the disk
+  // fills mid-file, which no handler can catch; a failed write here is a plain error.
+  std::ostringstream bytes;
+  PQ_RETURN_IF_ERROR(guard(fmt::format("serialising {}", path.string()), [&] {
+    archive.save_to(bytes);
+    return absl::OkStatus();
+  }));
+  return write_file_atomic(path, std::move(bytes).str());
+}
+
 absl::Status save_module(const torch::nn::Module& module, const fs::path& path) {
-  return write_atomic_with(path, [&](const fs::path& temporary) {
-    return guard(fmt::format("saving {}", path.string()), [&] {
-      torch::serialize::OutputArchive archive;
-      module.save(archive);
-      archive.save_to(temporary.string());
-      return absl::OkStatus();
-    });
-  });
+  torch::serialize::OutputArchive archive;
+  PQ_RETURN_IF_ERROR(guard(fmt::format("saving {}", path.string()), [&] {
+    module.save(archive);
+    return absl::OkStatus();
+  }));
+  return save_archive(archive, path);
 }
 
 absl::Status load_module(torch::nn::Module& module, const fs::path& path) {

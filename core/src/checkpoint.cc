@@ -1,14 +1,25 @@
 #include "protoquant/checkpoint.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string_view>
+
 #include <fmt/format.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include "protoquant/atomic_file.h"
+#include "protoquant/digest.h"
 #include "protoquant/status.h"
 
 namespace protoquant {
 namespace {
+
+// After the archive: this marker and the SHA-256 (hex) of the archive's bytes.
+constexpr std::string_view kChecksumMagic = "\nPQ-CHECKPOINT-SHA256:";
 
 std::vector<torch::Tensor> state_tensors(const torch::nn::Module& module) {
   std::vector<torch::Tensor> tensors = module.parameters();
@@ -60,38 +71,76 @@ void restore_state(torch::nn::Module& module, const ModuleState& state) {
 absl::Status save_checkpoint(const std::filesystem::path& path, const TrainingProgress& progress,
                              const std::vector<std::shared_ptr<torch::nn::Module>>& modules,
                              torch::optim::Optimizer* optimizer) {
-  return write_atomic_with(path, [&](const std::filesystem::path& temporary) {
-    return guard(fmt::format("writing checkpoint {}", path.string()), [&] {
-      torch::serialize::OutputArchive archive;
-      archive.write("epochs_done", torch::tensor(progress.epochs_done), true);
-      archive.write("step", torch::tensor(progress.step), true);
-      archive.write("last_epoch_loss", torch::tensor(progress.last_epoch_loss, torch::kFloat64), true);
-      archive.write("validation", torch::tensor(progress.validation, torch::kFloat64), true);
-      archive.write("epoch_losses", torch::tensor(progress.epoch_losses, torch::kFloat64), true);
-      archive.write("best_epoch", torch::tensor(progress.best_epoch), true);
-      archive.write("best_score", torch::tensor(progress.best_score, torch::kFloat64), true);
-      archive.write("modules", torch::tensor(static_cast<int64_t>(modules.size())), true);
-      for (size_t i = 0; i < modules.size(); ++i) {
-        write_state(archive, fmt::format("module{}", i), snapshot_state(*modules[i]));
-        if (i < progress.best_state.size()) write_state(archive, fmt::format("best{}", i), progress.best_state[i]);
-      }
-      if (optimizer != nullptr) {
-        torch::serialize::OutputArchive sub;
-        optimizer->save(sub);
-        archive.write("optimizer", sub);
-      }
-      archive.save_to(temporary.string());
-      return absl::OkStatus();
-    });
-  });
+  std::ostringstream bytes;
+  PQ_RETURN_IF_ERROR(guard(fmt::format("writing checkpoint {}", path.string()), [&] {
+    torch::serialize::OutputArchive archive;
+    archive.write("epochs_done", torch::tensor(progress.epochs_done), true);
+    archive.write("step", torch::tensor(progress.step), true);
+    archive.write("last_epoch_loss", torch::tensor(progress.last_epoch_loss, torch::kFloat64), true);
+    archive.write("validation", torch::tensor(progress.validation, torch::kFloat64), true);
+    archive.write("epoch_losses", torch::tensor(progress.epoch_losses, torch::kFloat64), true);
+    archive.write("best_epoch", torch::tensor(progress.best_epoch), true);
+    archive.write("best_score", torch::tensor(progress.best_score, torch::kFloat64), true);
+    archive.write("modules", torch::tensor(static_cast<int64_t>(modules.size())), true);
+    for (size_t i = 0; i < modules.size(); ++i) {
+      write_state(archive, fmt::format("module{}", i), snapshot_state(*modules[i]));
+      if (i < progress.best_state.size()) write_state(archive, fmt::format("best{}", i), progress.best_state[i]);
+    }
+    if (optimizer != nullptr) {
+      torch::serialize::OutputArchive sub;
+      optimizer->save(sub);
+      archive.write("optimizer", sub);
+    }
+    // In memory: LibTorch's zip writer throws from its destructor on a full disk (an abort).
+    archive.save_to(bytes);
+    return absl::OkStatus();
+  }));
+  std::string content = std::move(bytes).str();
+  const std::string digest = sha256_hex(content);
+  content += kChecksumMagic;
+  content += digest;
+  return write_file_atomic(path, content);
+}
+
+absl::StatusOr<std::string> read_verified_checkpoint(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(fmt::format("{}: cannot open checkpoint: {}", path.string(), std::strerror(errno)));
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::DataLossError(fmt::format("{}: cannot read checkpoint: {}", path.string(), std::strerror(errno)));
+  const size_t trailer = kChecksumMagic.size() + 64;
+  if (content.size() < trailer || content.compare(content.size() - trailer, kChecksumMagic.size(), kChecksumMagic) != 0) {
+    return absl::DataLossError(fmt::format("{}: checkpoint has no checksum trailer (truncated, or not written by this "
+                                           "version)", path.string()));
+  }
+  const std::string recorded = content.substr(content.size() - 64);
+  content.resize(content.size() - trailer);
+  if (sha256_hex(content) != recorded) {
+    return absl::DataLossError(fmt::format("{}: checkpoint checksum mismatch (corrupted)", path.string()));
+  }
+  return content;
+}
+
+bool set_aside_bad_checkpoint(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return false;
+  const absl::StatusOr<std::string> content = read_verified_checkpoint(path);
+  if (content.ok()) return true;
+  // Kept, not deleted: a user may want to look at it. One older copy at most.
+  const std::filesystem::path aside = path.string() + ".bad";
+  std::filesystem::rename(path, aside, ec);
+  if (ec) std::filesystem::remove(path, ec);
+  fmt::print(stderr, "warning: {}; set aside as {}, the stage starts again\n", std::string(content.status().message()),
+             aside.filename().string());
+  return false;
 }
 
 absl::Status load_checkpoint(const std::filesystem::path& path, TrainingProgress& progress,
                              const std::vector<std::shared_ptr<torch::nn::Module>>& modules,
                              torch::optim::Optimizer* optimizer) {
+  PQ_ASSIGN_OR_RETURN(const std::string content, read_verified_checkpoint(path));
   return guard(fmt::format("{}: reading checkpoint", path.string()), [&]() -> absl::Status {
     torch::serialize::InputArchive archive;
-    archive.load_from(path.string());
+    archive.load_from(content.data(), content.size());
     if (read_int(archive, "modules") != static_cast<int64_t>(modules.size())) {
       return absl::FailedPreconditionError(fmt::format("{}: checkpoint of a different stage", path.string()));
     }

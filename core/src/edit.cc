@@ -6,6 +6,7 @@
 
 #include "protoquant/atomic_file.h"
 #include "protoquant/experiment_run.h"
+#include "protoquant/folder_name.h"
 #include "protoquant/manifest.h"
 #include "protoquant/model_export.h"
 #include "protoquant/model_size.h"
@@ -129,6 +130,8 @@ torch::Tensor limit_k_weights(const torch::Tensor& weights, int64_t k) {
 }
 
 absl::StatusOr<nlohmann::json> edit_run(const fs::path& run_dir, const EditOptions& options, Registry& registry) {
+  // Checked before the run is opened: the edit's folder is edits/<name>/, inside the run.
+  if (!options.name.empty()) PQ_RETURN_IF_ERROR(check_folder_name(options.name, "--name"));
   return guard(fmt::format("editing {}", run_dir.string()),
                [&]() -> absl::StatusOr<nlohmann::json> { return apply_edits(run_dir, options, registry); });
 }

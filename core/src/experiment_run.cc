@@ -13,6 +13,7 @@
 
 #include "protoquant/atomic_file.h"
 #include "protoquant/batch_mixing.h"
+#include "protoquant/checkpoint.h"
 #include "protoquant/classification.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/digest.h"
@@ -237,6 +238,14 @@ TrainOptions ExperimentRun::train_options(const std::string& stage,
   // A checkpoint belongs to the stage's key: any run of the same stage continues it.
   options.checkpoint = store_.work_folder(stage, keys_.at(stage).key) / "checkpoint.pt";
   options.resume = true;
+  if (is_writer()) {
+    std::error_code ec;
+    // --force computes the stage again from its start; otherwise a checkpoint whose checksum
+    // fails is set aside (with a warning) rather than resumed from or failed on.
+    if (forced(stage)) fs::remove(options.checkpoint, ec);
+    else set_aside_bad_checkpoint(options.checkpoint);
+  }
+  collectives().barrier();  // the other ranks see the checkpoint as rank 0 left it
   options.num_classes = context_.num_classes;
   return options;
 }

@@ -114,7 +114,7 @@ absl::Status FeatureCache::store(const std::string& key, const torch::Tensor& fe
     out.write(static_cast<const char*>(label_bytes.data_ptr()), static_cast<std::streamsize>(label_size));
     out.write(static_cast<const char*>(body.data_ptr()), static_cast<std::streamsize>(feature_size));
     out.close();
-    if (!out) return absl::InternalError(fmt::format("{}: write failed (disk full?)", path.string()));
+    if (!out) return absl::InternalError(fmt::format("{}: write failed: {}", path.string(), std::strerror(errno)));
     return absl::OkStatus();
   });
 }

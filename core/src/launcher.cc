@@ -16,6 +16,8 @@
 
 #include <fmt/format.h>
 
+#include "protoquant/child_processes.h"
+
 namespace protoquant {
 namespace {
 
@@ -85,27 +87,22 @@ absl::Status launch_local_ranks(const std::vector<std::string>& argv, const Laun
     port = *chosen;
   }
   const int world = s.nproc_per_node * s.nnodes;
-  std::vector<char*> args;
-  std::vector<std::string> owned = argv;
-  for (auto& a : owned) args.push_back(a.data());
-  args.push_back(nullptr);
+  // Ctrl-C, `timeout` or a scheduler's SIGTERM reaches every rank, not only this launcher.
+  ChildProcesses children;
   std::map<pid_t, int> ranks;  // pid -> global rank
-  for (int local = 0; local < s.nproc_per_node; ++local) {
+  for (int local = 0; local < s.nproc_per_node && !ChildProcesses::received(); ++local) {
     const int rank = s.node_rank * s.nproc_per_node + local;
-    const pid_t pid = ::fork();
-    if (pid < 0) return absl::InternalError(fmt::format("starting rank {}: fork failed: {}", rank, std::strerror(errno)));
-    if (pid == 0) {
-      ::setenv("RANK", std::to_string(rank).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
-      ::setenv("LOCAL_RANK", std::to_string(local).c_str(), 1);
-      ::setenv("LOCAL_WORLD_SIZE", std::to_string(s.nproc_per_node).c_str(), 1);
-      ::setenv("MASTER_ADDR", s.master_addr.c_str(), 1);
-      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      ::execv("/proc/self/exe", args.data());
-      fmt::print(stderr, "error: rank {}: cannot start {}: {}\n", rank, argv.front(), std::strerror(errno));
-      ::_exit(127);
+    auto pid = children.start_self(argv, {fmt::format("RANK={}", rank), fmt::format("WORLD_SIZE={}", world),
+                                          fmt::format("LOCAL_RANK={}", local),
+                                          fmt::format("LOCAL_WORLD_SIZE={}", s.nproc_per_node),
+                                          fmt::format("MASTER_ADDR={}", s.master_addr), fmt::format("MASTER_PORT={}", port)});
+    if (!pid.ok()) {
+      children.signal_all(SIGKILL);
+      for (int status = 0; children.wait_any(status) > 0;) {
+      }
+      return absl::InternalError(fmt::format("starting rank {}: {}", rank, std::string(pid.status().message())));
     }
-    ranks[pid] = rank;
+    ranks[*pid] = rank;
   }
   fmt::print(stderr, "data-parallel: {} process(es) on this node, ranks {}..{} of {}, store {}:{}\n", s.nproc_per_node,
              s.node_rank * s.nproc_per_node, s.node_rank * s.nproc_per_node + s.nproc_per_node - 1, world,
@@ -114,21 +111,22 @@ absl::Status launch_local_ranks(const std::vector<std::string>& argv, const Laun
   std::optional<std::chrono::steady_clock::time_point> deadline;
   while (!ranks.empty()) {
     int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, failure ? WNOHANG : 0);
+    const pid_t pid = children.wait_any(status, /*block=*/!failure);
     if (pid > 0) {
       const int rank = ranks[pid];
       ranks.erase(pid);
       const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
       if (!ok && !failure) {
-        failure = fmt::format("rank {} {}", rank, describe_exit(status));
+        failure = ChildProcesses::received() ? fmt::format("stopped by {}", signal_text(ChildProcesses::received()))
+                                             : fmt::format("rank {} {}", rank, describe_exit(status));
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(survivors_timeout_seconds());
       }
       continue;
     }
-    if (pid < 0 && errno != EINTR) break;
+    if (pid < 0) break;
     if (failure && std::chrono::steady_clock::now() > *deadline) {
       // The survivors did not stop on their own within the group's timeout.
-      for (const auto& [survivor, rank] : ranks) ::kill(survivor, SIGKILL);
+      children.signal_all(SIGKILL);
       *failure += "; stopped the ranks still running";
       deadline = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }

@@ -50,12 +50,24 @@ std::string summary_text(const MetricSummary& summary, bool show_n) {
 
 std::string param_text(const std::optional<RunParameter>& param) { return param ? param->text : kMissing; }
 
-std::string markdown_cell(std::string text) {
+// A cell shows its text literally: HTML is written as entities (a renderer would otherwise run
+// `<script>` or swallow `<tag>`), the Markdown syntax that spans words (code, emphasis, links)
+// is backslash-escaped, the pipe that would split the cell too, and line breaks (which would end
+// the row) become spaces. Underscores stay: inside names (top5_accuracy) GFM leaves them alone.
+std::string markdown_cell(const std::string& text) {
   std::string out;
   for (char c : text) {
-    if (c == '|') out += "\\|";
-    else if (c == '\n' || c == '\r') out += ' ';
-    else out += c;
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '|': case '\\': case '`': case '*': case '[': case ']':
+        out += '\\';
+        out += c;
+        break;
+      case '\n': case '\r': out += ' '; break;
+      default: out += c;
+    }
   }
   return out;
 }

@@ -11,6 +11,7 @@
 
 #include "core_schemas.h"
 #include "manifest_document.h"
+#include "protoquant/folder_name.h"
 #include "protoquant/plugin_loader.h"
 
 namespace protoquant {
@@ -264,18 +265,19 @@ class Validator {
   // The folder a relative path resolves against: that of the file which set it (a base
   // manifest's folder for a value inherited through `extends`), or the working directory for a
   // value given with --set.
+  // Always absolute: a manifest named bare ("m.toml") has an empty parent path.
   fs::path base_dir_for(const toml::node& node) const {
     const auto& source = node.source().path;
-    if (!source) return file_.parent_path();
+    if (!source) return fs::absolute(file_).parent_path();
     if (source->rfind("--set", 0) == 0) return fs::current_path();
-    return fs::path(*source).parent_path();
+    return fs::absolute(fs::path(*source)).parent_path();
   }
 
  private:
   static std::string resolve_path(const std::string& value, const fs::path& relative_to) {
     fs::path p(value);
     if (p.is_absolute()) return value;
-    return (fs::absolute(relative_to) / p).lexically_normal().string();
+    return (relative_to / p).lexically_normal().string();
   }
 
   fs::path file_;
@@ -351,6 +353,12 @@ ManifestValidation validate_manifest(const fs::path& manifest, const toml::table
   const toml::table* experiment = table_of("experiment", false);
   spec.experiment = v.validate_table(experiment ? *experiment : kEmpty, experiment_schema(), "experiment");
   if (spec.experiment.get_string("name").empty()) spec.experiment.set("name", manifest.stem().string());
+  // The name becomes the run's folder under the output: it must stay there.
+  if (absl::Status named = check_folder_name(spec.experiment.get_string("name"), "experiment.name"); !named.ok()) {
+    const toml::node* name_node = experiment ? experiment->get("name") : nullptr;
+    if (name_node != nullptr) v.error(name_node->source(), std::string(named.message()));
+    else v.error_at_file(std::string(named.message()));
+  }
 
   struct Slot { const char* kind; ComponentSpec* out; };
   // [quantizer] is optional: a head with free prototypes (free_prototypes) has no codebook.

@@ -1,5 +1,7 @@
 #include "protoquant/plugin_loader.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <map>
@@ -65,7 +67,15 @@ absl::Status load_plugin(const fs::path& library, Registry& registry) {
   // the core and LibTorch are shared anyway, as libraries every plugin links against.
   lib.load(path, boost::dll::load_mode::rtld_local | boost::dll::load_mode::rtld_now, load_error);
   if (load_error) {
-    return absl::InvalidArgumentError(fmt::format("{}: cannot load plugin: {}", path.string(), load_error.message()));
+    // Boost.DLL reports every dlopen failure as "Bad file descriptor"; the loader's own words
+    // (an executable, a missing dependency, not an ELF file) are what a user can act on.
+    std::string why = load_error.message();
+    if (void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+      ::dlclose(handle);
+    } else if (const char* text = ::dlerror()) {
+      why = text;
+    }
+    return absl::InvalidArgumentError(fmt::format("{}: cannot load plugin: {}", path.string(), why));
   }
   for (const char* symbol : {"protoquant_abi_version", "protoquant_build_record", "protoquant_register"}) {
     if (!lib.has(symbol)) {

@@ -5,8 +5,11 @@
 #include "protoquant/results_store.h"
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <system_error>
 
@@ -335,6 +338,19 @@ ResultsStore& ResultsStore::operator=(ResultsStore&&) noexcept = default;
 ResultsStore::~ResultsStore() = default;
 
 const fs::path& ResultsStore::path() const { return connection_->path; }
+
+absl::Status ResultsStore::check_writable(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return absl::InvalidArgumentError(fmt::format("{}: is a folder, not a results store", path.string()));
+  fs::path probe = fs::absolute(path, ec);
+  while (!probe.empty() && !fs::exists(probe, ec) && probe != probe.parent_path()) probe = probe.parent_path();
+  if (::access(probe.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(fmt::format("{}: cannot record runs there: {}{}", path.string(),
+                                                   probe == fs::absolute(path, ec) ? "" : probe.string() + ": ",
+                                                   std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<ResultsStore> ResultsStore::open(const fs::path& path, ResultsStoreOptions options) {
   auto connection = std::make_unique<ResultsConnection>();

@@ -121,7 +121,20 @@ absl::StatusOr<nlohmann::json> evaluate_run(const fs::path& run_dir, const Evalu
       }
     }
   }
-  if (!options.dump.empty()) settings.dump = std::make_shared<EvalDump>();
+  // The output locations are checked before the pass, which rewrites results.json and the report.
+  const fs::path db = options.db.empty() ? fs::absolute(run_dir).parent_path() / kResultsStoreFile : options.db;
+  PQ_RETURN_IF_ERROR(ResultsStore::check_writable(db));
+  if (!options.dump.empty()) {
+    std::error_code ec;
+    if (fs::exists(options.dump, ec) && !fs::is_directory(options.dump, ec)) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: --dump needs a folder (it holds one .npy file per input and dump.json); a file is there",
+                      options.dump.string()));
+    }
+    fs::create_directories(options.dump, ec);
+    if (ec) return absl::InvalidArgumentError(fmt::format("{}: cannot create the dump folder: {}", options.dump.string(), ec.message()));
+    settings.dump = std::make_shared<EvalDump>();
+  }
   PQ_ASSIGN_OR_RETURN(nlohmann::json results, run_experiment(spec, registry, {run_dir, /*resume=*/true, settings}));
   if (settings.dump) {
     // Every setting that shaped a value (localisation, noise, attack, class rules), per instance.
@@ -130,7 +143,6 @@ absl::StatusOr<nlohmann::json> evaluate_run(const fs::path& run_dir, const Evalu
     settings.dump->note("run", fs::absolute(run_dir).string());
     PQ_RETURN_IF_ERROR(annotate(settings.dump->write(options.dump), "writing the dump"));
   }
-  const fs::path db = options.db.empty() ? fs::absolute(run_dir).parent_path() / kResultsStoreFile : options.db;
   PQ_ASSIGN_OR_RETURN(ResultsStore store, ResultsStore::open(db));
   PQ_RETURN_IF_ERROR(annotate(store.add_run(results), "recording the run"));
   return results;

@@ -61,7 +61,9 @@ absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Regist
     PQ_RETURN_IF_ERROR(run.train_stages());
     return run.evaluate();
   }));
-  nlohmann::json& results = run.results();
+  // A copy: the report may run a feature pass (accuracy against k), which would add to the run's
+  // own records what this run did not need.
+  nlohmann::json results = run.results();
   if (!is_writer()) return results;  // rank 0 writes the results and the report
   const WorkingAlone alone;            // ... by itself: the other ranks may have left
   results["run_id"] = new_run_id(run_dir);
@@ -69,13 +71,21 @@ absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Regist
   results["toolkit"] = {{"version", toolkit_version()}, {"commit", toolkit_commit()}};
   results["manifest_hash"] = sha256_hex(spec.resolved.dump());
   results["total_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "results.json", results.dump(2) + "\n"));
-  // The report is drawn from what results.json holds, after it: a failure here leaves the results.
+  // The report first, then results.json, then the results store's row: a failure at any step
+  // leaves no results.json, so a run folder either holds a finished run or an unfinished one.
   if (const ReportSettings report = ReportSettings::from(spec.report); report.enabled) {
     const auto report_start = std::chrono::steady_clock::now();
     PQ_ASSIGN_OR_RETURN(const fs::path page, guard("writing the run report", [&] { return write_run_report(run, results, report); }));
     fmt::print(stderr, "[report] {} in {:.1f} s\n", page.string(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - report_start).count());
+  }
+  PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "results.json", results.dump(2) + "\n"));
+  if (options.record) {
+    if (absl::Status recorded = options.record(results); !recorded.ok()) {
+      std::error_code ec;
+      fs::remove(run_dir / "results.json", ec);
+      return recorded;
+    }
   }
   return results;
 }

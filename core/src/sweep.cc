@@ -301,7 +301,9 @@ void assign(toml::table& root, const SweptKey& key, toml::node&& value) {
   toml::table* table = &root;
   for (size_t i = 0; i + 1 < key.path.size(); ++i) {
     toml::node* next = table->get(key.path[i]);
-    if (next == nullptr) next = &(*table->insert(key.path[i], toml::table{}).first).second;
+    // A table the swept key creates carries the key's position too (an unknown table is
+    // reported at the swept key, as an unknown key is).
+    if (next == nullptr) next = &(*table->insert(toml::key(key.path[i], key.source), toml::table{}).first).second;
     table = next->as_table();  // SweepPlanner checked that it is one
   }
   table->erase(key.path.back());

@@ -1,11 +1,13 @@
 #include "protoquant/sweep_runner.h"
 
-#include <spawn.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <set>
 #include <thread>
@@ -13,14 +15,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "protoquant/child_processes.h"
 #include "protoquant/process.h"
 #include "protoquant/process_group.h"
 #include "protoquant/results_store.h"
 #include "protoquant/runner.h"
 #include "protoquant/status.h"
 #include "protoquant/sweep.h"
-
-extern char** environ;
 
 namespace protoquant {
 namespace fs = std::filesystem;
@@ -98,10 +99,13 @@ absl::Status record_run(const fs::path& db, const nlohmann::json& results) {
 absl::Status run_member(const SweepMember& member, const fs::path& run_dir, const Layout& layout, Registry& registry,
                         const ManifestRunOptions& options, RunSettings settings) {
   settings.store = layout.store;
-  PQ_ASSIGN_OR_RETURN(const nlohmann::json results,
-                      run_experiment(member.spec, registry, {run_dir, options.resume, settings}));
-  if (!is_writer()) return absl::OkStatus();  // data-parallel: rank 0 records the run
-  PQ_RETURN_IF_ERROR(annotate(record_run(layout.db, results), "recording the run"));
+  RunOptions run_options{run_dir, options.resume, settings};
+  // Data-parallel: rank 0 records the run.
+  if (is_writer()) run_options.record = [&](const nlohmann::json& results) {
+    return annotate(record_run(layout.db, results), "recording the run");
+  };
+  PQ_ASSIGN_OR_RETURN(const nlohmann::json results, run_experiment(member.spec, registry, run_options));
+  if (!is_writer()) return absl::OkStatus();
   const auto accuracy = results["metrics"].value("accuracy", nlohmann::json::object());
   fmt::print("{}: accuracy {:.4f} (black box {:.4f}) in {:.1f} s; results: {}/results.json\n", member.name,
              accuracy.value("accuracy", 0.0), accuracy.value("blackbox_accuracy", 0.0),
@@ -121,16 +125,6 @@ std::vector<std::string> child_command(const fs::path& manifest, const std::vect
   argv.insert(argv.end(), {"--set", fmt::format("experiment.threads={}", threads)});
   if (options.resume) argv.push_back("--resume");
   return argv;
-}
-
-absl::StatusOr<pid_t> spawn(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  const int error = posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, args.data(), environ);
-  if (error != 0) return absl::InternalError(fmt::format("cannot start a sweep member: {}", std::strerror(error)));
-  return pid;
 }
 
 }  // namespace
@@ -154,6 +148,20 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
     return absl::InvalidArgumentError("--force runs with --jobs 1");
   }
   const Layout layout = lay_out(members, options, single);
+  // Every check that can fail before the work, so that nothing trains for a run that cannot finish.
+  const int64_t cores = resolve_threads(0);
+  const int64_t asked = members.front().spec.experiment.get_int("threads");
+  const int64_t threads = asked > 0 ? asked : std::max<int64_t>(1, cores / std::max(1, options.jobs));
+  if (options.jobs > 1 && members.size() > 1 && options.jobs * threads > cores) {
+    return absl::InvalidArgumentError(fmt::format("--jobs {} x experiment.threads {} is more than the {} cores",
+                                                  options.jobs, threads, cores));
+  }
+  if (is_writer() && options.member < 0) {
+    // Opened (and created) now: a folder, an unwritable place or a foreign file is said before
+    // any stage trains, not after all of them.
+    PQ_RETURN_IF_ERROR(ResultsStore::check_writable(layout.db));
+    if (!options.dry_run) PQ_RETURN_IF_ERROR(ResultsStore::open(layout.db).status());
+  }
   RunSettings settings = options.settings;
   settings.store = layout.store;
   settings.datasets = std::make_shared<DatasetCache>();
@@ -176,29 +184,37 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
       }
     }
   } else {
-    const int64_t cores = resolve_threads(0);
-    const int64_t asked = members.front().spec.experiment.get_int("threads");
-    const int64_t threads = asked > 0 ? asked : std::max<int64_t>(1, cores / options.jobs);
-    if (options.jobs * threads > cores) {
-      return absl::InvalidArgumentError(fmt::format("--jobs {} x experiment.threads {} is more than the {} cores",
-                                                    options.jobs, threads, cores));
-    }
+    // Ctrl-C or `timeout` stops the members too, not only this process.
+    ChildProcesses children;
     std::map<pid_t, size_t> running;
     size_t next = 0;
     while (next < members.size() || !running.empty()) {
-      while (next < members.size() && static_cast<int>(running.size()) < options.jobs) {
-        PQ_ASSIGN_OR_RETURN(const pid_t pid, spawn(child_command(manifest, overrides, options, layout,
-                                                                 static_cast<int>(next), threads)));
-        running[pid] = next++;
+      while (next < members.size() && static_cast<int>(running.size()) < options.jobs && !ChildProcesses::received()) {
+        auto pid = children.start_self(child_command(manifest, overrides, options, layout, static_cast<int>(next), threads));
+        if (!pid.ok()) {
+          children.signal_all(SIGTERM);
+          while (!running.empty()) {
+            int ignored = 0;
+            if (const pid_t done = children.wait_any(ignored); done > 0) running.erase(done); else break;
+          }
+          return pid.status();
+        }
+        running[*pid] = next++;
       }
+      if (running.empty()) break;
       int status = 0;
-      const pid_t done = waitpid(-1, &status, 0);
-      if (done < 0) return absl::InternalError("waiting for sweep members failed");
+      const pid_t done = children.wait_any(status);
+      if (done < 0) return absl::InternalError(fmt::format("waiting for sweep members failed: {}", std::strerror(errno)));
       const size_t index = running.at(done);
       running.erase(done);
       if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         failures.push_back(fmt::format("member {} ({}) failed; its log is above", index, members[index].name));
       }
+    }
+    if (const int signal = ChildProcesses::received()) {
+      return absl::CancelledError(fmt::format("stopped by {}: passed on to the running members, which stopped; "
+                                              "{} of {} members had not started (rerun the same command to resume)",
+                                              signal_text(signal), members.size() - next, members.size()));
     }
   }
   if (!failures.empty()) {

@@ -76,6 +76,12 @@ absl::StatusOr<ImageHeader> probe_via(const ReadAt& read_at, uint64_t size) {
   if (header.width <= 0 || header.height <= 0) {
     return absl::InvalidArgumentError(fmt::format("corrupt header (size {}x{})", header.width, header.height));
   }
+  // A decompression bomb (a small file declaring a huge image) would be decoded every epoch.
+  if (static_cast<uint64_t>(header.width) * static_cast<uint64_t>(header.height) > kMaxDecodedPixels) {
+    return absl::InvalidArgumentError(fmt::format("{} x {} pixels is more than the {} this toolkit decodes (as "
+                                                  "Pillow's limit; a decompression bomb?)",
+                                                  header.width, header.height, kMaxDecodedPixels));
+  }
   return header;
 }
 

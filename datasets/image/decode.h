@@ -22,6 +22,11 @@ struct ImageHeader {
   int height = 0;
 };
 
+// The most pixels an image may declare: Pillow's decompression-bomb limit (2 x its
+// MAX_IMAGE_PIXELS), above any photograph a dataset of this field holds (a 30000 x 30000 PNG of
+// under 1 MB would otherwise be decoded, at 2.7 GB, every epoch). probe_* refuse larger ones.
+constexpr uint64_t kMaxDecodedPixels = 178956970;
+
 // True for the extensions the image datasets read (.jpg, .jpeg, .png, any case).
 bool has_image_extension(const std::filesystem::path& path);
 

@@ -21,12 +21,35 @@ std::vector<fs::path> sorted_entries(const fs::path& folder, bool directories) {
 }
 
 // Every regular file under `folder`, at any depth, sorted (torchvision walks class folders
-// recursively too).
+// recursively too). Linked folders are followed once: a link back to a folder already walked (a
+// symlink loop) is skipped with a warning instead of recursing until the path is too long.
 std::vector<fs::path> files_under(const fs::path& folder) {
   std::vector<fs::path> out;
-  for (const auto& entry : fs::recursive_directory_iterator(folder, fs::directory_options::follow_directory_symlink)) {
-    if (entry.is_regular_file()) out.push_back(entry.path());
+  std::error_code ec;
+  const fs::path start = fs::canonical(folder, ec);
+  std::set<fs::path> walked = {start};
+  // A folder at or above `start` holds `start` itself: following a link to it never ends.
+  auto above_start = [&](const fs::path& real) {
+    const auto [mismatch, rest] = std::mismatch(real.begin(), real.end(), start.begin(), start.end());
+    return mismatch == real.end();
+  };
+  fs::recursive_directory_iterator it(folder, fs::directory_options::follow_directory_symlink, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const fs::directory_entry& entry = *it;
+    if (entry.is_directory(ec)) {
+      const fs::path real = fs::canonical(entry.path(), ec);
+      if (ec || above_start(real) || !walked.insert(real).second) {
+        fmt::print(stderr, "warning: {}: {}; skipped\n", entry.path().string(),
+                   ec ? ec.message() : fmt::format("links to {} (a symlink loop, or a folder read already)", real.string()));
+        it.disable_recursion_pending();
+        ec.clear();
+      }
+    } else if (entry.is_regular_file(ec)) {
+      out.push_back(entry.path());
+    }
+    ec.clear();
   }
+  if (ec) fmt::print(stderr, "warning: {}: {}; the files found so far are read\n", folder.string(), ec.message());
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -10,6 +10,7 @@
 #include <absl/status/statusor.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
+#include <torch/serialize/output-archive.h>
 
 namespace protoquant {
 
@@ -22,6 +23,9 @@ absl::StatusOr<nlohmann::json> read_json_file(const std::filesystem::path& path)
 // such as torch::save).
 absl::Status write_atomic_with(const std::filesystem::path& path,
                                const std::function<absl::Status(const std::filesystem::path&)>& writer);
+
+// A LibTorch archive, atomically; a full disk is one error naming the file.
+absl::Status save_archive(torch::serialize::OutputArchive& archive, const std::filesystem::path& path);
 
 // torch::save of a module's parameters and buffers, atomically.
 absl::Status save_module(const torch::nn::Module& module, const std::filesystem::path& path);

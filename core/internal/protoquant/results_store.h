@@ -98,6 +98,9 @@ class ResultsStore {
   // Opens (or creates) the store. Errors name the file: "results.db: not a ProtoQuant results
   // store", a schema newer than this build, a missing file when !create_if_missing.
   static absl::StatusOr<ResultsStore> open(const std::filesystem::path& path, ResultsStoreOptions options = {});
+  // Whether a run could record into `path`, without creating anything: not a folder, and the
+  // file (or, when it does not exist yet, the nearest existing folder above it) writable.
+  static absl::Status check_writable(const std::filesystem::path& path);
 
   ResultsStore(ResultsStore&&) noexcept;
   ResultsStore& operator=(ResultsStore&&) noexcept;

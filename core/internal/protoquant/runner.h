@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include <absl/status/statusor.h>
@@ -22,6 +23,9 @@ struct RunOptions {
   // folder exists).
   bool resume = false;
   RunSettings settings;           // store and --force
+  // Files the finished run elsewhere (the results store's row). Called after results.json is
+  // in place; when it fails, results.json is removed again: a run is finished whole or not at all.
+  std::function<absl::Status(const nlohmann::json&)> record;
 };
 
 // The results (also written to <run>/results.json): the stages' records, the metrics by

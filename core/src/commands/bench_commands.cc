@@ -18,16 +18,16 @@ class BenchCommands {
     bench_cmd->require_subcommand(1);
     bench_quantizer_cmd = bench_cmd->add_subcommand("quantizer", "nearest-code assignment throughput");
     bench_quantizer_cmd->add_option("--kind", quantizer_.kind, "quantizer: vq, pq, ...")->capture_default_str();
-    bench_quantizer_cmd->add_option("--vectors", quantizer_.vectors, "vectors to encode")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_quantizer_cmd->add_option("--dim", quantizer_.dim, "dimension D")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_quantizer_cmd->add_option("--codes", quantizer_.codes, "codes K (per sub-space)")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_quantizer_cmd->add_option("--subspaces", quantizer_.subspaces, "M for pq")->capture_default_str()->check(CLI::PositiveNumber);
+    bench_quantizer_cmd->add_option("--vectors", quantizer_.vectors, "vectors to encode")->capture_default_str()->check(positive_number());
+    bench_quantizer_cmd->add_option("--dim", quantizer_.dim, "dimension D")->capture_default_str()->check(positive_number());
+    bench_quantizer_cmd->add_option("--codes", quantizer_.codes, "codes K (per sub-space)")->capture_default_str()->check(positive_number());
+    bench_quantizer_cmd->add_option("--subspaces", quantizer_.subspaces, "M for pq")->capture_default_str()->check(positive_number());
     bench_quantizer_cmd->add_option("--dtype", quantizer_.dtype, "fp32 (exact) or bf16 (candidates + fp32 re-rank)")
         ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
     bench_quantizer_cmd->add_option("--metric", quantizer_.metric, "euclidean or cosine")
         ->capture_default_str()->check(CLI::IsMember({"euclidean", "cosine"}));
     bench_quantizer_cmd->add_option("--candidates", quantizer_.candidates, "bf16: candidates re-ranked in fp32 per vector")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()->check(positive_number());
     bench_quantizer_cmd->add_option("--repeat", quantizer_.repeat, "timed repetitions (best kept)")->capture_default_str();
     bench_quantizer_cmd->add_option("--threads", quantizer_.threads, "CPU threads (0 = all)")->capture_default_str();
     bench_quantizer_cmd->add_option("--train-iterations", quantizer_.train_iterations, "also k-means-train and report MSE");
@@ -36,21 +36,21 @@ class BenchCommands {
 
     head_.reference = std::string(PROTOQUANT_SOURCE_DIR) + "/bench/head_step_reference.py";
     bench_head_cmd = bench_cmd->add_subcommand("head", "stage-3 training steps per second, beside eager PyTorch");
-    bench_head_cmd->add_option("--batch", head_.batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_head_cmd->add_option("--dim", head_.dim, "feature channels D")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_head_cmd->add_option("--grid", head_.grid, "feature map side")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_head_cmd->add_option("--prototypes", head_.prototypes, "prototypes P")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_head_cmd->add_option("--classes", head_.classes, "classes C")->capture_default_str()->check(CLI::PositiveNumber);
+    bench_head_cmd->add_option("--batch", head_.batch, "images per step")->capture_default_str()->check(positive_number());
+    bench_head_cmd->add_option("--dim", head_.dim, "feature channels D")->capture_default_str()->check(positive_number());
+    bench_head_cmd->add_option("--grid", head_.grid, "feature map side")->capture_default_str()->check(positive_number());
+    bench_head_cmd->add_option("--prototypes", head_.prototypes, "prototypes P")->capture_default_str()->check(positive_number());
+    bench_head_cmd->add_option("--classes", head_.classes, "classes C")->capture_default_str()->check(positive_number());
     bench_head_cmd->add_option("--dtype", head_.dtype, "head compute dtype")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
-    bench_head_cmd->add_option("--steps", head_.steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
+    bench_head_cmd->add_option("--steps", head_.steps, "timed steps")->capture_default_str()->check(positive_number());
     bench_head_cmd->add_option("--threads", head_.threads, "CPU threads (0 = all)")->capture_default_str();
     bench_head_cmd->add_option("--reference", head_.reference, "eager-PyTorch script run beside it ('' = none)")->capture_default_str();
     bench_loader_cmd = bench_cmd->add_subcommand("loader", "decode + random-resized-crop throughput of every image under a folder");
     bench_loader_cmd->add_option("--root", loader_.root, "folder of .jpg/.png files (searched recursively)")->required();
     bench_loader_cmd->add_option("--threads", loader_.threads, "decoding threads (0 = all)")->capture_default_str();
-    bench_loader_cmd->add_option("--batch-size", loader_.batch_size, "images per batch")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_loader_cmd->add_option("--size", loader_.size, "crop size")->capture_default_str()->check(CLI::PositiveNumber);
-    bench_loader_cmd->add_option("--repeat", loader_.repeat, "passes (fastest kept)")->capture_default_str()->check(CLI::PositiveNumber);
+    bench_loader_cmd->add_option("--batch-size", loader_.batch_size, "images per batch")->capture_default_str()->check(positive_number());
+    bench_loader_cmd->add_option("--size", loader_.size, "crop size")->capture_default_str()->check(positive_number());
+    bench_loader_cmd->add_option("--repeat", loader_.repeat, "passes (fastest kept)")->capture_default_str()->check(positive_number());
   }
 
   QuantizerBenchOptions quantizer_;

@@ -37,6 +37,27 @@ class Command {
   CLI::App* subcommand_;
 };
 
+// Number checks that say what they want: CLI11's PositiveNumber and NonNegativeNumber report
+// the double's whole range ("not in range 0.000000 to 1797693134862315...", 300 digits).
+inline CLI::Validator positive_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
+        return value > 0 ? std::string() : "must be above 0 (got " + text + ")";
+      },
+      "POSITIVE");
+}
+inline CLI::Validator non_negative_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
+        return value >= 0 ? std::string() : "must be 0 or more (got " + text + ")";
+      },
+      "NONNEGATIVE");
+}
+
 // Every command, in the order `protoquant --help` lists them; their options bind to the objects,
 // which must outlive parsing.
 std::vector<std::unique_ptr<Command>> make_commands(CLI::App& app, const GlobalOptions& global);

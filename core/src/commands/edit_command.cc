@@ -14,11 +14,11 @@ class EditCommand : public Command {
       : Command(app.add_subcommand("edit", "edit a finished run's head; writes <run>/edits/<name>/")) {
     CLI::App* c = subcommand_;
     c->add_option("run_dir", run_dir_, "run folder")->required();
-    c->add_option("--limit-k", limit_k_, "keep the k highest-weighted prototypes per class")->check(CLI::PositiveNumber);
+    c->add_option("--limit-k", limit_k_, "keep the k highest-weighted prototypes per class")->check(positive_number());
     c->add_flag("--prune-inactive", edit_.prune_inactive, "delete prototypes that no class uses");
     c->add_option("--threshold", edit_.threshold, "a class uses a prototype when its weight is above this")
         ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+        ->check(non_negative_number());
     c->add_flag("--renormalize", edit_.renormalize,
                 "with --prune-inactive: drop pruned prototypes from the softmax too (cheaper, predictions may change)");
     c->add_option("--disable-prototype", edit_.disable_prototypes, "zero prototype P for every class (repeatable)");

@@ -25,12 +25,12 @@ class ExplainCommand : public Command {
                                               "they fire, their nearest training patches (PNG)")) {
     CLI::App* c = subcommand_;
     c->add_option("run_dir", run_dir_, "run folder")->required();
-    c->add_option("--test-index", index_, "the sample of the evaluated split to explain")->check(CLI::NonNegativeNumber);
+    c->add_option("--test-index", index_, "the sample of the evaluated split to explain")->check(non_negative_number());
     c->add_option("--image", image_, "explain this image file instead (decoded and transformed as the test images are)");
     c->add_flag("--gallery", gallery_, "draw the prototype gallery instead: pages of each prototype's nearest patches");
     c->add_option("--per-page", per_page_, "gallery: prototypes per page")->capture_default_str()->check(CLI::Range(1, 256));
     c->add_option("--top", top_, "prototypes shown")->capture_default_str()->check(CLI::Range(1, 64));
-    c->add_option("--class", class_, "explain this class (default: the predicted one)")->check(CLI::NonNegativeNumber);
+    c->add_option("--class", class_, "explain this class (default: the predicted one)")->check(non_negative_number());
     c->add_option("--patches", patches_, "nearest training patches per prototype (default: 4; 10 in the gallery)")
         ->check(CLI::Range(0, 16));
     c->add_option("--out", out_,

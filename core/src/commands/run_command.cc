@@ -29,15 +29,15 @@ class RunCommand : public Command {
     c->add_option("--force", options_.settings.force, "recompute this stage and every stage after it")
         ->check(CLI::IsMember({"blackbox", "codebook", "prune", "head"}));
     c->add_option("--jobs", options_.jobs, "sweep members side by side (jobs x threads <= cores)")
-        ->check(CLI::PositiveNumber);
+        ->check(positive_number());
     c->add_flag("--dry-run", options_.dry_run, "print the plan (per member: reused, shared or computed stages) only");
     c->add_option("--member", options_.member, "run one sweep member only (used by --jobs)")->group("");
     // Data-parallel (torchrun's launch options; a process started by torchrun or srun joins the
     // group its environment names instead).
     const char* group = "Data-parallel";
     c->add_option("--nproc-per-node", launch_.nproc_per_node, "start N data-parallel processes on this node")
-        ->check(CLI::PositiveNumber)->group(group);
-    c->add_option("--nnodes", launch_.nnodes, "nodes of the run (default 1)")->check(CLI::PositiveNumber)->group(group);
+        ->check(positive_number())->group(group);
+    c->add_option("--nnodes", launch_.nnodes, "nodes of the run (default 1)")->check(positive_number())->group(group);
     c->add_option("--node-rank", launch_.node_rank, "this node's index, 0..nnodes-1")->group(group);
     c->add_option("--master-addr", launch_.master_addr, "address of node 0, where rank 0 serves the store")->group(group);
     c->add_option("--master-port", launch_.master_port, "port of the store (default: a free one; needed with --nnodes)")
