@@ -1,6 +1,8 @@
 #include "codebook_init.h"
 
+#include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 namespace protoquant::quantizers {
 
@@ -26,9 +28,28 @@ torch::Tensor squared_distances(const torch::Tensor& x, const torch::Tensor& x_s
   return torch::addmm(x_sq.unsqueeze(1) + c.pow(2).sum(1).unsqueeze(0), x, c.t(), 1.0, -2.0).clamp_min_(0.0);
 }
 
+// Each row's nearest center and its squared distance, a block of rows at a time: the whole
+// rows x centers distance matrix can be far larger than memory (65536 sampled vectors and
+// 200000 codes would be 52 GB), a block of it is at most `block_bytes`.
+std::pair<torch::Tensor, torch::Tensor> nearest_centers(const torch::Tensor& x, const torch::Tensor& x_sq,
+                                                        const torch::Tensor& centers, int64_t block_bytes) {
+  const int64_t n = x.size(0);
+  const int64_t row_bytes = std::max<int64_t>(1, centers.size(0)) * static_cast<int64_t>(sizeof(float));
+  const int64_t block = std::max<int64_t>(1, block_bytes / row_bytes);
+  auto distance = torch::empty({n}, x.options());
+  auto assignment = torch::empty({n}, x.options().dtype(torch::kInt64));
+  for (int64_t start = 0; start < n; start += block) {
+    const int64_t end = std::min(n, start + block);
+    const auto [d, a] = squared_distances(x.slice(0, start, end), x_sq.slice(0, start, end), centers).min(1);
+    distance.slice(0, start, end).copy_(d);
+    assignment.slice(0, start, end).copy_(a);
+  }
+  return {distance, assignment};
+}
+
 }  // namespace
 
-torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iterations, bool cosine) {
+torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iterations, bool cosine, int64_t block_bytes) {
   torch::NoGradGuard no_grad;
   auto data = input.to(torch::kFloat32).contiguous();
   if (cosine) data = torch::nn::functional::normalize(data, torch::nn::functional::NormalizeFuncOptions().dim(1).eps(1e-6));
@@ -57,8 +78,7 @@ torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iteratio
   if (n < codes) centers += 1e-4 * torch::randn_like(centers);
 
   for (int64_t it = 0; it < iterations; ++it) {
-    const auto distances = squared_distances(data, x_sq, centers);
-    const auto [min_distance, assignment] = distances.min(1);
+    const auto [min_distance, assignment] = nearest_centers(data, x_sq, centers, block_bytes);
     auto sums = torch::zeros_like(centers).index_add_(0, assignment, data);
     auto counts = torch::bincount(assignment, {}, codes).to(data.dtype());
     const auto empty = counts.eq(0);

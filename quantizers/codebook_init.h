@@ -15,7 +15,10 @@ torch::Tensor initial_codebook(const std::string& init, int64_t codes, int64_t d
 // k-means on the rows of `data` (N x D): k-means++ seeding and `iterations` Lloyd steps under the
 // squared euclidean distance, or on the unit sphere (spherical k-means) when `cosine`. Uses
 // torch's global generator. Empty clusters are re-seeded from the points farthest from their code.
-torch::Tensor kmeans(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine);
+// The assignment step takes rows in blocks of at most `block_bytes` of distances, so memory stays
+// bounded whatever the number of codes.
+torch::Tensor kmeans(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine,
+                     int64_t block_bytes = int64_t{64} << 20);
 
 // A codebook from k-means on real feature vectors. Under the cosine metric the spherical
 // centres are scaled to the data's mean norm, so substituted codewords feed the frozen head g

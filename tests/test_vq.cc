@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "quantizers/codebook_init.h"
 #include "test_support.h"
 
 namespace protoquant {
@@ -96,6 +97,19 @@ TEST(VectorQuantizer, KmeansInitPlacesCodesOnTheData) {
   for (int64_t c = 0; c < 4; ++c) {
     const double nearest = (codebook - centres[c]).norm(2, 1).min().item<double>();
     EXPECT_LT(nearest, 0.2) << "cluster " << c;
+  }
+}
+
+// The assignment step in blocks of rows gives the same centres as one whole distance matrix:
+// a block of one row's distances, and a budget that holds every row at once.
+TEST(VectorQuantizer, KmeansInBlocksOfRowsEqualsTheWholeMatrix) {
+  const auto data = torch::randn({300, 8}, torch::TensorOptions().dtype(torch::kFloat32));
+  for (const bool cosine : {false, true}) {
+    torch::manual_seed(5);
+    const auto whole = quantizers::kmeans(data, 40, 5, cosine, /*block_bytes=*/int64_t{1} << 30);
+    torch::manual_seed(5);
+    const auto blocks = quantizers::kmeans(data, 40, 5, cosine, /*block_bytes=*/40 * 4 * 7);  // 7 rows a block
+    EXPECT_TRUE(torch::allclose(whole, blocks, 1e-5, 1e-6)) << "cosine " << cosine;
   }
 }
 
