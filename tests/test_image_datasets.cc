@@ -1,6 +1,8 @@
 // The image datasets through the registry: synthparts (determinism, ground truth), its CUB and
 // ImageFolder exports read back by cub200 and image_folder, loader determinism across thread
 // counts and with prefetch, every bad-data case under both policies, and `protoquant data`.
+#include <zlib.h>
+
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -8,6 +10,7 @@
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
+#include "datasets/image/decode.h"
 #include "datasets/image/synthparts.h"
 #include "test_support.h"
 
@@ -239,6 +242,50 @@ TEST(ImageFolder, ASymlinkLoopIsSkippedAndEachImageReadOnce) {
   EXPECT_EQ(folder->size("train"), 12);
 }
 
+// A PNG whose header, chunk CRCs and end marker are all valid but whose image data is only
+// `idat_bytes` zero bytes (8 x 8 RGB needs 8 x (1 + 24) = 200): libpng fails it only when it
+// decodes it.
+std::string png_with_short_data(size_t idat_bytes) {
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+  };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    const std::string body = type + data;
+    return be32(static_cast<uint32_t>(data.size())) + body +
+           be32(static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+  };
+  const std::string raw(idat_bytes, '\0');
+  std::string deflated(compressBound(raw.size()), '\0');
+  uLongf length = deflated.size();
+  compress(reinterpret_cast<Bytef*>(deflated.data()), &length, reinterpret_cast<const Bytef*>(raw.data()), raw.size());
+  deflated.resize(length);
+  const std::string ihdr = be32(8) + be32(8) + std::string{8, 2, 0, 0, 0};  // 8 x 8, 8-bit RGB
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("IDAT", deflated) + chunk("IEND", "");
+}
+
+TEST(ImageDecode, APngWhoseDataIsShortIsRefusedWhenProbedNotWhenDecoded) {
+  testing::TempDir dir;
+  testing::write_text(dir / "short.png", png_with_short_data(10));
+  const auto probed = datasets::probe_file(dir / "short.png");
+  ASSERT_FALSE(probed.ok());
+  EXPECT_NE(probed.status().message().find("short.png: corrupt PNG (image data holds 10 of the 200 bytes its 8 x 8 "
+                                           "header declares)"),
+            std::string::npos)
+      << probed.status();
+  // The same file with all its data is a good image: the check counts what libpng needs.
+  testing::write_text(dir / "whole.png", png_with_short_data(200));
+  const auto whole = datasets::probe_file(dir / "whole.png");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_FALSE(cv::imread((dir / "whole.png").string()).empty());
+  // Real encoders' files, interlaced (Adam7) and 16-bit among them, pass.
+  cv::Mat image(13, 7, CV_16UC3, cv::Scalar(1000, 2000, 3000));
+  ASSERT_TRUE(cv::imwrite((dir / "deep.png").string(), image));
+  EXPECT_TRUE(datasets::probe_file(dir / "deep.png").ok()) << datasets::probe_file(dir / "deep.png").status();
+  cv::Mat grey(5, 11, CV_8UC1, cv::Scalar(7));
+  ASSERT_TRUE(cv::imwrite((dir / "grey.png").string(), grey));
+  EXPECT_TRUE(datasets::probe_file(dir / "grey.png").ok());
+}
+
 // An ImageFolder tree with one of each bad case next to good images.
 struct BadFolder {
   testing::TempDir dir;
@@ -251,6 +298,7 @@ struct BadFolder {
     testing::write_text(dir / "train/class_001/truncated.jpg", bytes.substr(0, bytes.size() / 2));
     testing::write_text(dir / "train/class_002/notes.txt", "not an image");
     testing::write_text(dir / "train/class_002/fake.png", "definitely not a PNG file, only text here");
+    testing::write_text(dir / "train/class_002/short_data.png", png_with_short_data(10));
     fs::create_directories(dir / "train/class_003");
   }
 };
@@ -261,12 +309,14 @@ TEST(ImageFolder, BadSamplesAreSkippedAndListedOrFail) {
   auto skip = build_dataset("image_folder", base);
   ASSERT_TRUE(skip);
   const auto& skipped = skip->info().skipped;
-  ASSERT_EQ(skipped.size(), 4u);
+  ASSERT_EQ(skipped.size(), 5u);
   std::map<std::string, std::string> reasons;
   for (const auto& s : skipped) reasons[fs::path(s.file).filename().string()] = s.reason;
   EXPECT_NE(reasons["truncated.jpg"].find("truncated"), std::string::npos);
   EXPECT_NE(reasons["notes.txt"].find("not an image file"), std::string::npos);
   EXPECT_NE(reasons["fake.png"].find("not a JPEG or PNG"), std::string::npos);
+  // Its header is good, its data is not: found at open, so no stage ever sees it.
+  EXPECT_NE(reasons["short_data.png"].find("corrupt PNG (image data"), std::string::npos);
   EXPECT_NE(reasons["class_003"].find("empty class folder"), std::string::npos);
   EXPECT_EQ(skip->size("train"), 12);  // the good ones, all of them
   EXPECT_EQ(skip->info().num_classes, 4);  // the empty class keeps its index
@@ -277,7 +327,7 @@ TEST(ImageFolder, BadSamplesAreSkippedAndListedOrFail) {
   with_fail["on_bad_sample"] = std::string("fail");
   const auto status = build_status("image_folder", with_fail);
   ASSERT_FALSE(status.ok());
-  EXPECT_NE(message_of(status).find("4 bad samples"), std::string::npos) << status;
+  EXPECT_NE(message_of(status).find("5 bad samples"), std::string::npos) << status;
   EXPECT_NE(message_of(status).find("truncated.jpg: truncated"), std::string::npos) << status;
 }
 

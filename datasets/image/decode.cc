@@ -6,12 +6,16 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <memory>
+#include <vector>
 
 #include <fmt/format.h>
+#include <zlib.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "protoquant/atomic_file.h"
+#include "protoquant/status.h"
 
 namespace protoquant::datasets {
 namespace fs = std::filesystem;
@@ -28,8 +32,85 @@ using ReadAt = std::function<bool(uint64_t offset, size_t n, uint8_t* out)>;
 uint32_t be16(const uint8_t* p) { return (uint32_t{p[0]} << 8) | p[1]; }
 uint32_t be32(const uint8_t* p) { return (be16(p) << 16) | be16(p + 2); }
 
-// The checks shared by the in-memory and the on-disk probe; `size` is the file size.
-absl::StatusOr<ImageHeader> probe_via(const ReadAt& read_at, uint64_t size) {
+// The bytes of filtered scanlines a PNG's image data inflates to (one filter byte per row), from
+// IHDR's width, height, bit depth, colour type and interlace method (Adam7: seven sub-images).
+uint64_t png_raw_bytes(uint32_t width, uint32_t height, int bit_depth, int color_type, int interlace) {
+  const int channels = color_type == 2 ? 3 : color_type == 4 ? 2 : color_type == 6 ? 4 : 1;
+  const uint64_t bits = static_cast<uint64_t>(channels) * static_cast<uint64_t>(bit_depth);
+  auto image = [&](uint64_t w, uint64_t h) { return w == 0 || h == 0 ? 0 : h * (1 + (w * bits + 7) / 8); };
+  if (interlace == 0) return image(width, height);
+  static constexpr int kPasses[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                        {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+  uint64_t total = 0;
+  for (const auto& [x0, y0, dx, dy] : kPasses) {
+    const uint64_t w = width > static_cast<uint32_t>(x0) ? (width - x0 + dx - 1) / dx : 0;
+    const uint64_t h = height > static_cast<uint32_t>(y0) ? (height - y0 + dy - 1) / dy : 0;
+    total += image(w, h);
+  }
+  return total;
+}
+
+// A PNG's data, without decoding it: every chunk's CRC, and the IDAT stream inflating to exactly
+// the scanlines the header declares. A file whose header is fine but whose data is not (a 10-byte
+// IDAT) would otherwise fail only in libpng, batch by batch, after every stage fixed its samples.
+absl::Status verify_png_data(const ReadAt& read_at, uint64_t size) {
+  z_stream inflater{};
+  if (inflateInit(&inflater) != Z_OK) return absl::InternalError("zlib: inflateInit failed");
+  const std::shared_ptr<z_stream> end_inflater(&inflater, [](z_stream* z) { inflateEnd(z); });
+  uint32_t width = 0, height = 0;
+  int bit_depth = 0, color_type = 0, interlace = 0;
+  uint64_t inflated = 0, expected = 0;
+  bool stream_end = false;
+  std::vector<uint8_t> chunk, out(1 << 16);
+  for (uint64_t offset = 8;;) {
+    uint8_t head[8];
+    if (offset + 12 > size || !read_at(offset, 8, head)) return absl::DataLossError("truncated PNG (a chunk is cut)");
+    const uint32_t length = be32(head);
+    if (length > size - offset - 12) return absl::DataLossError("truncated PNG (a chunk is cut)");
+    chunk.resize(4 + static_cast<size_t>(length) + 4);
+    if (!read_at(offset + 4, chunk.size(), chunk.data())) return absl::DataLossError("truncated PNG (a chunk is cut)");
+    const std::string type(chunk.begin(), chunk.begin() + 4);
+    const uint32_t crc = static_cast<uint32_t>(crc32(0, chunk.data(), 4 + length));
+    if (crc != be32(chunk.data() + 4 + length)) return absl::DataLossError(fmt::format("corrupt PNG (CRC error in {})", type));
+    const uint8_t* data = chunk.data() + 4;
+    if (type == "IHDR" && length >= 13) {
+      width = be32(data);
+      height = be32(data + 4);
+      bit_depth = data[8];
+      color_type = data[9];
+      interlace = data[12];
+      expected = png_raw_bytes(width, height, bit_depth, color_type, interlace);
+    } else if (type == "IDAT" && !stream_end) {
+      inflater.next_in = const_cast<uint8_t*>(data);
+      inflater.avail_in = length;
+      while (inflater.avail_in > 0 && !stream_end) {
+        inflater.next_out = out.data();
+        inflater.avail_out = static_cast<uInt>(out.size());
+        const int status = inflate(&inflater, Z_NO_FLUSH);
+        if (status != Z_OK && status != Z_STREAM_END && status != Z_BUF_ERROR) {
+          return absl::DataLossError(fmt::format("corrupt PNG (image data: {})", inflater.msg ? inflater.msg : "zlib error"));
+        }
+        inflated += out.size() - inflater.avail_out;
+        stream_end = status == Z_STREAM_END;
+        if (inflated > expected) break;
+        if (status == Z_BUF_ERROR && inflater.avail_out != 0) break;  // no progress possible
+      }
+    } else if (type == "IEND") {
+      break;
+    }
+    offset += 12 + length;
+  }
+  if (inflated != expected || !stream_end) {
+    return absl::DataLossError(fmt::format("corrupt PNG (image data holds {} of the {} bytes its {} x {} header declares)",
+                                           inflated, expected, width, height));
+  }
+  return absl::OkStatus();
+}
+
+// The checks shared by the in-memory and the on-disk probe; `size` is the file size. With
+// `verify_data`, a PNG's data is checked too (verify_png_data): the datasets do it once, when
+// they open.
+absl::StatusOr<ImageHeader> probe_via(const ReadAt& read_at, uint64_t size, bool verify_data) {
   uint8_t head[24];
   if (size < sizeof head || !read_at(0, sizeof head, head)) {
     return absl::InvalidArgumentError("not a JPEG or PNG image (too short)");
@@ -82,6 +163,7 @@ absl::StatusOr<ImageHeader> probe_via(const ReadAt& read_at, uint64_t size) {
                                                   "Pillow's limit; a decompression bomb?)",
                                                   header.width, header.height, kMaxDecodedPixels));
   }
+  if (verify_data && header.format == ImageFormat::kPng) PQ_RETURN_IF_ERROR(verify_png_data(read_at, size));
   return header;
 }
 
@@ -104,7 +186,7 @@ absl::StatusOr<ImageHeader> probe_image(const uint8_t* data, size_t size) {
         std::memcpy(out, data + offset, n);
         return true;
       },
-      size);
+      size, /*verify_data=*/false);
 }
 
 absl::StatusOr<ImageHeader> probe_file(const fs::path& path) {
@@ -120,7 +202,7 @@ absl::StatusOr<ImageHeader> probe_file(const fs::path& path) {
         in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(n));
         return static_cast<bool>(in);
       },
-      size);
+      size, /*verify_data=*/true);
   if (!header.ok()) return with_file(path, header.status());
   return header;
 }

@@ -33,7 +33,9 @@ bool has_image_extension(const std::filesystem::path& path);
 // Checks magic bytes, header and end marker of an in-memory file. Errors say what is wrong
 // ("not a JPEG or PNG image", "truncated: no JPEG end marker") without the file name.
 absl::StatusOr<ImageHeader> probe_image(const uint8_t* data, size_t size);
-// The same on a file, reading only its header and tail. Errors name the file.
+// The same on a file, and a PNG's data too (every chunk's CRC, the image data inflating to the
+// size its header declares), which the datasets check once, when they open: a PNG that would
+// fail in libpng is skipped there, by every stage alike. Errors name the file.
 absl::StatusOr<ImageHeader> probe_file(const std::filesystem::path& path);
 
 absl::StatusOr<std::vector<uint8_t>> read_bytes(const std::filesystem::path& path);
