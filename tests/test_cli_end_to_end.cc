@@ -71,6 +71,15 @@ TEST(CliEndToEnd, QuickstartSliceTrainsEvaluatesAndRecords) {
     EXPECT_EQ(reused["stages"][stage]["reused"], true) << stage;
   }
   EXPECT_FALSE(reused["stages"]["features"].contains("splits")) << "no feature pass when nothing is computed";
+  // The report's figures (accuracy against k, gallery, explanations) are reused too: no pass at
+  // all, not even for the report, and its files are placed in this run's folder.
+  EXPECT_NE(third.output.find("[report] reused"), std::string::npos) << third.output;
+  EXPECT_EQ(third.output.find("steps"), std::string::npos) << third.output;
+  EXPECT_EQ(reused["stages"]["report"]["reused"], true);
+  EXPECT_EQ(reused["artifacts"]["report"], results["artifacts"]["report"]);
+  EXPECT_TRUE(fs::exists(dir / "c" / "report.html"));
+  EXPECT_EQ(testing::read_text(dir / "c" / "explanations" / "test-0.png"),
+            testing::read_text(dir / "a" / "explanations" / "test-0.png"));
   EXPECT_EQ(third.output.find("epoch"), std::string::npos) << third.output;
   EXPECT_EQ(reused["metrics"], results["metrics"]);
   EXPECT_NE(reused["run_id"], results["run_id"]);

@@ -51,7 +51,7 @@ std::map<std::string, int> computed_counts(const fs::path& sweep_dir, const std:
   std::map<std::string, int> counts;
   for (const auto& member : members) {
     const auto results = results_of(sweep_dir / member);
-    for (const char* stage : {"blackbox", "codebook", "head", "metric.accuracy"}) {
+    for (const char* stage : {"blackbox", "codebook", "head", "metric.accuracy", "report"}) {
       if (results["stages"][stage]["reused"] == false) ++counts[stage];
     }
   }
@@ -86,7 +86,8 @@ TEST(SweepCli, MembersShareUpstreamStagesAndAFinishedSweepRerunsNothing) {
   ASSERT_EQ(plan.exit_code, 0) << plan.output;
   EXPECT_NE(plan.output.find("plan: 4 members"), std::string::npos) << plan.output;
   EXPECT_NE(plan.output.find("blackbox shared"), std::string::npos) << plan.output;
-  EXPECT_NE(plan.output.find("plan: 10 stages to compute"), std::string::npos) << plan.output;  // 1 + 1 + 4 + 4
+  // blackbox 1 + codebook 1 + head 4 + metric 4 + report 4
+  EXPECT_NE(plan.output.find("plan: 14 stages to compute"), std::string::npos) << plan.output;
   EXPECT_FALSE(fs::exists(dir / "out" / "results.db"));
 
   const auto first = testing::run_cli(run);
@@ -99,6 +100,7 @@ TEST(SweepCli, MembersShareUpstreamStagesAndAFinishedSweepRerunsNothing) {
   EXPECT_EQ(counts.at("codebook"), 1);
   EXPECT_EQ(counts.at("head"), 4);
   EXPECT_EQ(counts.at("metric.accuracy"), 4);
+  EXPECT_EQ(counts.at("report"), 4);
   EXPECT_EQ(rows_in(dir / "out" / "results.db"), 4u);
   std::set<std::string> head_keys;
   for (const auto& m : members) head_keys.insert(results_of(dir / "out" / m)["artifacts"]["head"].get<std::string>());
@@ -109,6 +111,7 @@ TEST(SweepCli, MembersShareUpstreamStagesAndAFinishedSweepRerunsNothing) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_NE(again.output.find("plan: 0 stages to compute"), std::string::npos) << again.output;
   EXPECT_EQ(again.output.find("epoch"), std::string::npos) << again.output;
+  EXPECT_EQ(again.output.find("steps"), std::string::npos) << again.output;  // no feature pass, no report drawn
   EXPECT_TRUE(computed_counts(dir / "out", members).empty());
   EXPECT_EQ(rows_in(dir / "out" / "results.db"), 8u);
 
@@ -120,6 +123,7 @@ TEST(SweepCli, MembersShareUpstreamStagesAndAFinishedSweepRerunsNothing) {
   EXPECT_EQ(forced_counts.count("codebook"), 0u);
   EXPECT_EQ(forced_counts.at("head"), 4);
   EXPECT_EQ(forced_counts.at("metric.accuracy"), 4);
+  EXPECT_EQ(forced_counts.at("report"), 4);
 
   // Another sweep that differs only in the head shares everything upstream (same store).
   write_sweep(dir / "other.toml", "[sweep.grid]\n\"head.temperature\" = [0.3]\n");

@@ -384,10 +384,33 @@ absl::Status ExperimentRun::compute_keys() {
         {{"head", keys_["head"].key}, {"features", features}, {"metric", component_identity(spec_.metrics[i])},
          {"split", eval_split_}});
   }
+  // The report's figures show the head, the metrics' values (purity per prototype) and the
+  // codebook's usage (both in the head's key's chain or the metrics' keys), drawn as [report] says.
+  if (spec_.report.get_bool("enabled")) {
+    nlohmann::json metrics = nlohmann::json::object();
+    for (const auto& instance : metric_instances_) metrics[instance] = keys_["metric." + instance].key;
+    add("report", {{"head", keys_["head"].key}, {"metrics", metrics}, {"settings", spec_.report.to_json()},
+                   {"split", eval_split_}});
+  }
   nlohmann::json artifacts;
   for (const auto& stage : stage_order_) artifacts[stage] = keys_[stage].key;
   results_["artifacts"] = artifacts;
   return absl::OkStatus();
+}
+
+absl::StatusOr<nlohmann::json> ExperimentRun::report_figures(
+    const std::function<absl::StatusOr<nlohmann::json>()>& draw) {
+  if (mode_ == RunMode::kOpen || keys_.count("report") == 0) return draw();
+  // Kept in the run folder beside report.html: the figures this run's page was drawn from.
+  const fs::path saved = run_dir_ / "report" / "figures.json";
+  std::optional<nlohmann::json> drawn;
+  PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("report", {{"figures.json", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
+    PQ_ASSIGN_OR_RETURN(drawn, draw());
+    PQ_RETURN_IF_ERROR(write_file_atomic(saved, drawn->dump() + "\n"));
+    return nlohmann::json{{"explanations", (*drawn)["explanations"].size()}};
+  }));
+  if (drawn && !outcome.reused) return *drawn;
+  return read_json_file(saved);
 }
 
 absl::StatusOr<std::vector<StagePlan>> ExperimentRun::plan() {

@@ -34,10 +34,26 @@ std::string base64(const std::vector<uchar>& bytes) {
   return out;
 }
 
+std::string unbase64(const std::string& text) {
+  std::string out(3 * (text.size() / 4) + 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return {};
+  size_t padding = 0;
+  for (auto it = text.rbegin(); it != text.rend() && *it == '='; ++it) ++padding;
+  out.resize(static_cast<size_t>(n) - std::min<size_t>(padding, static_cast<size_t>(n)));
+  return out;
+}
+
+constexpr char kDataUriPrefix[] = "data:image/png;base64,";
+// Stands for the run folder in the figures' notes: the figures are filed once and shown by every
+// run that reuses them, each with its own folder.
+constexpr char kRunDir[] = "@@RUN_DIR@@";
+
 absl::StatusOr<std::string> png_data_uri(const cv::Mat& image) {
   std::vector<uchar> bytes;
   if (!cv::imencode(".png", image, bytes)) return absl::InternalError("report: PNG encoding failed");
-  return "data:image/png;base64," + base64(bytes);
+  return kDataUriPrefix + base64(bytes);
 }
 
 std::string format_value(const nlohmann::json& v) {
@@ -198,8 +214,13 @@ std::vector<int64_t> limit_k_values(int64_t prototypes) {
   return ks;
 }
 
-absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::json& results,
-                                          const ReportSettings& settings) {
+namespace {
+
+// The report's costly part, which needs the features: accuracy against k, the gallery, the sample
+// explanations. {limit_k, gallery: HTML; explanations: [{file, figure (HTML with the PNG as a
+// data URI)}]}. Notes name the run folder as kRunDir.
+absl::StatusOr<nlohmann::json> draw_figures(ExperimentRun& run, const nlohmann::json& results,
+                                            const ReportSettings& settings) {
   const fs::path& run_dir = run.run_dir();
   const ExperimentSpec& spec = run.spec();
   const std::string split = spec.experiment.get_string("eval_split");
@@ -211,7 +232,6 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
   const int64_t prototypes = weights.size(1);
   PQ_ASSIGN_OR_RETURN(TensorSource* eval, run.eval_features());
   PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
-  std::string body;
 
   // Accuracy against k: each class keeps its k strongest prototypes; the weights are put back after.
   std::string limit_k;
@@ -277,12 +297,12 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
     gallery += note(fmt::format("the {} most {} of {} prototypes, each with its {} nearest training patches; "
                                 "protoquant explain {} --gallery draws them all",
                                 options.prototypes.numel(), usage.defined() ? "used" : "weighted", prototypes,
-                                settings.patches, run_dir.string()));
+                                settings.patches, kRunDir));
   } else {
     gallery = note("not drawn ([report] gallery_prototypes = 0)");
   }
 
-  std::string explanations;
+  nlohmann::json explanations = nlohmann::json::array();
   if (settings.explanations_per_class > 0) {
     const torch::Tensor labels = eval->labels().to(torch::kCPU, torch::kInt64).contiguous();
     const auto l = labels.accessor<int64_t, 1>();
@@ -296,9 +316,6 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
       }
     }
     std::stable_sort(chosen.begin(), chosen.end(), [&](int64_t a, int64_t b) { return l[a] < l[b]; });
-    std::error_code ec;
-    fs::create_directories(run_dir / "explanations", ec);
-    if (ec) return absl::PermissionDeniedError(fmt::format("{}: cannot create ({})", (run_dir / "explanations").string(), ec.message()));
     for (int64_t index : chosen) {
       PQ_ASSIGN_OR_RETURN(Batch batch, run.dataset().get_eval_batch(split, torch::tensor({index}, torch::kInt64)));
       const torch::Tensor image = batch.images.to(run.device());
@@ -308,14 +325,51 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
       PQ_ASSIGN_OR_RETURN(const cv::Mat picture,
                           draw_explanation(e, image.cpu(), batch.parts.defined() ? batch.parts[0] : torch::Tensor(),
                                            run.dataset(), train_split, model.backbone->geometry()));
-      PQ_RETURN_IF_ERROR(write_png(run_dir / "explanations" / fmt::format("{}-{}.png", split, index), picture));
       PQ_ASSIGN_OR_RETURN(const std::string uri, png_data_uri(picture));
       auto name = [&](int64_t c) { return class_name(run.dataset().info(), c); };
-      explanations += fmt::format(
+      explanations.push_back({{"file", fmt::format("{}-{}.png", split, index)}, {"figure", fmt::format(
           "<figure><img src=\"{}\" alt=\"explanation of {} {}\" width=\"{}\" height=\"{}\"><figcaption>{} {}: label {}, "
           "predicted {}{}</figcaption></figure>\n",
           uri, escape_html(split), index, picture.cols, picture.rows, escape_html(split), index, escape_html(name(e.label)),
-          escape_html(name(e.predicted)), e.label == e.predicted ? "" : " (wrong)");
+          escape_html(name(e.predicted)), e.label == e.predicted ? "" : " (wrong)")}});
+    }
+  }
+  return nlohmann::json{{"limit_k", limit_k}, {"gallery", gallery}, {"explanations", explanations}};
+}
+
+}  // namespace
+
+absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::json& results,
+                                          const ReportSettings& settings, bool force) {
+  const fs::path& run_dir = run.run_dir();
+  const ExperimentSpec& spec = run.spec();
+  const std::string split = spec.experiment.get_string("eval_split");
+  auto draw = [&] { return draw_figures(run, results, settings); };
+  PQ_ASSIGN_OR_RETURN(const nlohmann::json figures, force ? draw() : run.report_figures(draw));
+  const int64_t prototypes = run.model().head->class_weights().size(1);
+  auto in_this_run = [&](std::string html) {
+    const std::string folder = escape_html(run_dir.string());
+    for (size_t at = html.find(kRunDir); at != std::string::npos; at = html.find(kRunDir, at + folder.size())) {
+      html.replace(at, sizeof kRunDir - 1, folder);
+    }
+    return html;
+  };
+  const std::string limit_k = figures.value("limit_k", "");
+  const std::string gallery = in_this_run(figures.value("gallery", ""));
+  // The explanations' PNGs are in the figures (data URIs); the run folder gets them as files.
+  std::string explanations;
+  if (settings.explanations_per_class > 0) {
+    std::error_code ec;
+    fs::create_directories(run_dir / "explanations", ec);
+    if (ec) return absl::PermissionDeniedError(fmt::format("{}: cannot create ({})", (run_dir / "explanations").string(), ec.message()));
+    for (const auto& entry : figures.value("explanations", nlohmann::json::array())) {
+      const std::string figure = entry.value("figure", "");
+      const size_t start = figure.find(kDataUriPrefix);
+      const size_t end = start == std::string::npos ? start : figure.find('"', start);
+      if (end == std::string::npos) return absl::DataLossError(fmt::format("{}: a report figure without its image", run_dir.string()));
+      const std::string png = unbase64(figure.substr(start + sizeof kDataUriPrefix - 1, end - start - (sizeof kDataUriPrefix - 1)));
+      PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "explanations" / entry.value("file", "explanation.png"), png));
+      explanations += figure;
     }
     explanations += note(fmt::format("the first {} test image(s) of each class; also in {}; protoquant explain {} "
                                      "--test-index I explains any other",
@@ -323,6 +377,7 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
   } else {
     explanations = note("not drawn ([report] explanations_per_class = 0)");
   }
+  std::string body;
 
   std::string manifest_text;
   {

@@ -33,7 +33,13 @@ std::vector<int64_t> limit_k_values(int64_t prototypes);
 
 // `run`: a finished run whose stages are loaded (kRun after evaluate(), or kOpen after
 // train_stages()); `results`: its results.json. Returns the report's path.
+//
+// The costly figures (accuracy against k, the gallery, the explanations: they need the features)
+// are a stage of their own, "report", keyed by the head, the metrics and [report]: a run that
+// reuses them draws nothing and extracts no features (ExperimentRun::report_figures). The page
+// itself, which shows this run's records (seconds, reuse, finish time), is written every time.
+// `force` (protoquant report) draws the figures afresh.
 absl::StatusOr<std::filesystem::path> write_run_report(ExperimentRun& run, const nlohmann::json& results,
-                                                       const ReportSettings& settings);
+                                                       const ReportSettings& settings, bool force = false);
 
 }  // namespace protoquant

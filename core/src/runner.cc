@@ -76,6 +76,7 @@ absl::StatusOr<nlohmann::json> run_experiment(const ExperimentSpec& spec, Regist
   if (const ReportSettings report = ReportSettings::from(spec.report); report.enabled) {
     const auto report_start = std::chrono::steady_clock::now();
     PQ_ASSIGN_OR_RETURN(const fs::path page, guard("writing the run report", [&] { return write_run_report(run, results, report); }));
+    results["stages"]["report"] = run.results()["stages"]["report"];
     fmt::print(stderr, "[report] {} in {:.1f} s\n", page.string(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - report_start).count());
   }

@@ -98,6 +98,10 @@ class ExperimentRun {
   absl::StatusOr<double> head_accuracy(TensorSource& features);
   torch::Device device() const { return context_.device; }
   nlohmann::json& results() { return results_; }
+  // The run report's figures (report.h), filed under the "report" stage's key like any stage:
+  // reused when filed, else `draw`n and filed. Drawn without filing for an opened run, or when
+  // [report] is off.
+  absl::StatusOr<nlohmann::json> report_figures(const std::function<absl::StatusOr<nlohmann::json>()>& draw);
 
  private:
   // What every stage shares: reuse the filed artifact (placing its files at `files`' run-folder

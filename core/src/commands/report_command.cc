@@ -37,7 +37,7 @@ class ReportCommand : public Command {
     ReportSettings settings = ReportSettings::from(spec.report);
     if (explanations_ >= 0) settings.explanations_per_class = explanations_;
     if (gallery_ >= 0) settings.gallery_prototypes = gallery_;
-    PQ_ASSIGN_OR_RETURN(const fs::path report, write_run_report(run, results, settings));
+    PQ_ASSIGN_OR_RETURN(const fs::path report, write_run_report(run, results, settings, /*force=*/true));
     fmt::print("report: {}\n", report.string());
     return absl::OkStatus();
   }
