@@ -1,6 +1,7 @@
 // Data-parallel runs through the CLI: two ranks on 127.0.0.1 (Gloo) train one tiny synthparts
 // model, write one result and keep identical replicas; a rank killed mid-epoch stops the other
 // with a one-line error naming it, and the run resumes. Plus the sharding arithmetic.
+#include <cmath>
 #include <cstdlib>
 
 #include <gtest/gtest.h>
@@ -22,9 +23,8 @@ size_t results_files_under(const fs::path& root) {
 
 std::string two_ranks(const testing::TempDir& dir, const fs::path& manifest) {
   // A short collective timeout, so a broken test fails in seconds rather than minutes.
-  setenv("PROTOQUANT_DIST_TIMEOUT", "60", 1);
   return "run " + manifest.string() + " --out " + (dir / "out").string() + " --store " + (dir / "store").string() +
-         " --db " + (dir / "results.db").string() + " --nproc-per-node 2 --set experiment.threads=1";
+         " --db " + (dir / "results.db").string() + " --nproc-per-node 2 --dist-timeout 60 --set experiment.threads=1";
 }
 
 TEST(DataParallelCli, TwoRanksTrainOneModelWithIdenticalReplicasAndWriteOneResult) {
@@ -47,6 +47,38 @@ TEST(DataParallelCli, TwoRanksTrainOneModelWithIdenticalReplicasAndWriteOneResul
   size_t done = 0;
   for (size_t at = run.output.find("[head] done"); at != std::string::npos; at = run.output.find("[head] done", at + 1)) ++done;
   EXPECT_EQ(done, 1u) << run.output;
+}
+
+// From the same black box, two ranks take the steps one process takes on the same global batches:
+// the codebook's and the head's losses equal the single process's to float summation order, and
+// so do the metrics.
+TEST(DataParallelCli, TwoRanksTakeTheStepsOneProcessTakesOnTheSameGlobalBatches) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_equal");
+  const auto base = testing::run_cli("run " + manifest.string() + " --out " + (dir / "base").string() + " --store " + (dir / "store-base").string() +
+                                     " --set experiment.threads=1 --set stages.codebook.epochs=2 --set stages.head.epochs=2");
+  ASSERT_EQ(base.exit_code, 0) << base.output;
+  // Batch norm sees per-rank batches in stage 0, so both runs start from the base run's black box.
+  const std::string same = " --set stages.blackbox.weights=" + (dir / "base" / "model" / "backbone.pt").string() +
+                           " --set stages.codebook.epochs=2 --set stages.head.epochs=2";
+  const auto one = testing::run_cli("run " + manifest.string() + " --out " + (dir / "one").string() + " --store " +
+                                    (dir / "store-one").string() + " --set experiment.threads=1" + same);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto two = testing::run_cli(two_ranks(dir, manifest) + same);
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  const nlohmann::json a = testing::results_of(dir / "one"), b = testing::results_of(dir / "out");
+  EXPECT_EQ(b["environment"]["world_size"], 2);
+  for (const char* stage : {"codebook", "head"}) {
+    const auto& la = a["stages"][stage]["epoch_losses"];
+    const auto& lb = b["stages"][stage]["epoch_losses"];
+    ASSERT_EQ(la.size(), 2u) << stage;
+    ASSERT_EQ(lb.size(), 2u) << stage;
+    for (size_t e = 0; e < la.size(); ++e) {
+      EXPECT_NEAR(la[e].get<double>(), lb[e].get<double>(), 1e-5 * std::max(1.0, std::abs(la[e].get<double>())))
+          << stage << " epoch " << e + 1;
+    }
+  }
+  EXPECT_NEAR(a["metrics"]["accuracy"]["accuracy"].get<double>(), b["metrics"]["accuracy"]["accuracy"].get<double>(), 1e-9);
 }
 
 TEST(DataParallelCli, AKilledRankStopsTheOtherCleanlyAndTheRunResumes) {

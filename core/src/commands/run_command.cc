@@ -42,9 +42,14 @@ class RunCommand : public Command {
     c->add_option("--master-addr", launch_.master_addr, "address of node 0, where rank 0 serves the store")->group(group);
     c->add_option("--master-port", launch_.master_port, "port of the store (default: a free one; needed with --nnodes)")
         ->check(CLI::Range(1, 65535))->group(group);
+    c->add_option("--dist-timeout", dist_timeout_,
+                  "seconds a collective or the rendezvous waits for a peer before the rank stops (default 300)")
+        ->check(CLI::Range(1, 86400))->group(group);
   }
 
   absl::Status run(Registry& registry) override {
+    // Through the environment, which the launched ranks inherit and torchrun's ranks may set.
+    if (dist_timeout_ > 0) ::setenv("PROTOQUANT_DIST_TIMEOUT", std::to_string(dist_timeout_).c_str(), 1);
     const bool launching = subcommand_->count("--nproc-per-node") > 0;
     PQ_ASSIGN_OR_RETURN(std::optional<GroupSettings> group, GroupSettings::from_environment());
     if (launching) {
@@ -71,6 +76,7 @@ class RunCommand : public Command {
   std::vector<std::string> overrides_;
   ManifestRunOptions options_;
   LaunchSettings launch_;
+  int dist_timeout_ = 0;
 };
 
 }  // namespace
