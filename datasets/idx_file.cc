@@ -77,8 +77,9 @@ absl::StatusOr<torch::Tensor> read_idx(const std::filesystem::path& path) {
       return absl::InvalidArgumentError(fmt::format("{}: invalid dimension {} in the IDX header", name, dim));
     }
     dims.push_back(dim);
+    // Checked before multiplying: four 31-bit dimensions overflow 64 bits (UBSan found it).
+    if (dim > (int64_t{1} << 36) / total) return absl::InvalidArgumentError(fmt::format("{}: IDX payload too large", name));
     total *= dim;
-    if (total > (int64_t{1} << 36)) return absl::InvalidArgumentError(fmt::format("{}: IDX payload too large", name));
   }
   // The header is checked against the file before anything is allocated from it: raw data must
   // be exactly that long, and deflate expands at most 1032-fold, so a gzip file too small for its

@@ -17,4 +17,6 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 # instrumented, so the ASan runtime is not preloaded into it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" "$@"
+# The SDK check builds a plugin's own uninstrumented test program against this instrumented core,
+# which the ASan runtime refuses to start in; tools/test.sh runs it.
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" -E '^Sdk\.' "$@"
