@@ -1,4 +1,4 @@
-// Local explanations (core/src/explanation.h) against known activations: on an image with one
+// Local explanations (core/src/report/explanation.h) against known activations: on an image with one
 // texture, the prototype of that texture explains the class and its map peaks on the texture;
 // the nearest training patches are the true top-k by cosine similarity, computed here by brute
 // force; and `protoquant explain` on a finished run writes its PNG, or one-line errors and nothing.
@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "core/src/explanation.h"
+#include "core/src/report/explanation.h"
 #include "test_models.h"
 #include "test_support.h"
 

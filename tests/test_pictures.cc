@@ -1,11 +1,11 @@
-// Pictures of what the model sees (core/src/pictures.h): a normalised batch image drawn back is
+// Pictures of what the model sees (core/src/report/pictures.h): a normalised batch image drawn back is
 // the generator's own image, and the data preview puts each class's samples in its row with the
 // part keypoints where the dataset says they are.
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
-#include "core/src/pictures.h"
+#include "core/src/report/pictures.h"
 #include "datasets/image/synthparts.h"
 #include "test_support.h"
 

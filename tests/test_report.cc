@@ -1,4 +1,4 @@
-// The run report (core/src/report.h) and what it is drawn from: a quickstart-sized synthparts run
+// The run report (core/src/report/report.h) and what it is drawn from: a quickstart-sized synthparts run
 // writes report.html with every section, only embedded images that decode, text of at least 12 px,
 // the explanations of the first test images of each class, accuracy against k equal to the
 // unedited model's at k = P, and purity per prototype agreeing with the purity metric; headless
@@ -21,10 +21,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "core/src/pictures.h"
-#include "core/src/report.h"
-#include "core/src/run_records.h"
-#include "core/src/svg_chart.h"
+#include "core/src/report/pictures.h"
+#include "core/src/report/report.h"
+#include "core/src/run/run_records.h"
+#include "core/src/report/svg_chart.h"
 #include "protoquant/edit.h"
 #include "protoquant/manifest.h"
 #include "test_support.h"

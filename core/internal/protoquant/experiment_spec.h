@@ -1,5 +1,5 @@
 // A validated, fully resolved experiment: what `protoquant run` executes. Produced only by the
-// manifest loader (core/src/manifest.cc), so holding one means every value passed its schema.
+// manifest loader (core/src/manifest/manifest.cc), so holding one means every value passed its schema.
 #pragma once
 
 #include <filesystem>

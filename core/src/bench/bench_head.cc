@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "bench/bench.h"
+#include "bench.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/fused_adam.h"
 #include "protoquant/process.h"

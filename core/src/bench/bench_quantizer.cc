@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "bench/bench.h"
+#include "bench.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/process.h"
 #include "protoquant/status.h"

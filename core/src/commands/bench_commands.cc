@@ -4,8 +4,8 @@
 #include <memory>
 
 #include "bench/bench.h"
-#include "commands/command.h"
-#include "commands/data_tools.h"
+#include "command.h"
+#include "data_tools.h"
 
 namespace protoquant {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "commands/command.h"
+#include "command.h"
 #include "protoquant/conformance.h"
 #include "protoquant/plugin_loader.h"
 

@@ -1,4 +1,4 @@
-#include "commands/command.h"
+#include "command.h"
 
 namespace protoquant {
 

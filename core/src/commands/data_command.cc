@@ -1,9 +1,9 @@
 // `protoquant data MANIFEST`: the dataset's splits, classes, annotations and every bad sample.
 #include <fmt/format.h>
 
-#include "commands/command.h"
-#include "commands/data_tools.h"
-#include "pictures.h"
+#include "command.h"
+#include "data_tools.h"
+#include "report/pictures.h"
 #include "protoquant/manifest.h"
 #include "protoquant/status.h"
 

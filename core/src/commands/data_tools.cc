@@ -1,4 +1,4 @@
-#include "commands/data_tools.h"
+#include "data_tools.h"
 #include "protoquant/cpu_info.h"
 
 #include <chrono>

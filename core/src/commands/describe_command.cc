@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "commands/command.h"
+#include "command.h"
 
 namespace protoquant {
 namespace {

@@ -1,7 +1,7 @@
 // `protoquant edit RUN_DIR ...`: stage 4, editing a finished run's head (edit.h).
 #include <fmt/format.h>
 
-#include "commands/command.h"
+#include "command.h"
 #include "protoquant/edit.h"
 #include "protoquant/status.h"
 

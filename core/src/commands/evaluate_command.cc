@@ -2,7 +2,7 @@
 // finished run, reusing every stage (run_evaluation.h).
 #include <fmt/format.h>
 
-#include "commands/command.h"
+#include "command.h"
 #include "protoquant/run_evaluation.h"
 #include "protoquant/status.h"
 

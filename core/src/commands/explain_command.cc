@@ -4,10 +4,10 @@
 // nearest training patches instead (explanation.h).
 #include <fmt/format.h>
 
-#include "commands/command.h"
-#include "explanation.h"
-#include "pictures.h"
-#include "run_records.h"
+#include "command.h"
+#include "report/explanation.h"
+#include "report/pictures.h"
+#include "run/run_records.h"
 #include "protoquant/atomic_file.h"
 #include "protoquant/experiment_run.h"
 #include "protoquant/manifest.h"

@@ -1,7 +1,7 @@
 // `protoquant plugins`: every loaded component, by kind, with the library it came from.
 #include <fmt/format.h>
 
-#include "commands/command.h"
+#include "command.h"
 
 namespace protoquant {
 namespace {

@@ -3,12 +3,12 @@
 // run made before reports existed or with other settings.
 #include <fmt/format.h>
 
-#include "commands/command.h"
+#include "command.h"
 #include "protoquant/atomic_file.h"
 #include "protoquant/experiment_run.h"
 #include "protoquant/manifest.h"
 #include "protoquant/status.h"
-#include "report.h"
+#include "report/report.h"
 
 namespace protoquant {
 namespace {

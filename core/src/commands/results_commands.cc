@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "commands/command.h"
+#include "command.h"
 
 #include <algorithm>
 #include <filesystem>

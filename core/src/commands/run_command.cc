@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 #include <torch/cuda.h>
 
-#include "commands/command.h"
+#include "command.h"
 #include "protoquant/launcher.h"
 #include "protoquant/process_group.h"
 #include "protoquant/status.h"

@@ -2,7 +2,7 @@
 // before any work starts.
 #include <fmt/format.h>
 
-#include "commands/command.h"
+#include "command.h"
 #include "protoquant/sweep.h"
 
 namespace protoquant {

@@ -17,7 +17,7 @@
 #include "protoquant/atomic_file.h"
 #include "protoquant/edit.h"
 #include "protoquant/status.h"
-#include "run_records.h"
+#include "run/run_records.h"
 #include "svg_chart.h"
 
 namespace protoquant {

@@ -8,7 +8,7 @@
 
 #include "protoquant/leaderboard.h"
 
-#include "html_text.h"
+#include "report/html_text.h"
 
 namespace protoquant {
 

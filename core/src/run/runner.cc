@@ -11,7 +11,7 @@
 #include "protoquant/digest.h"
 #include "protoquant/process_group.h"
 #include "protoquant/status.h"
-#include "report.h"
+#include "report/report.h"
 
 namespace protoquant {
 namespace fs = std::filesystem;
