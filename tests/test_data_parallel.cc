@@ -81,6 +81,51 @@ TEST(DataParallelCli, TwoRanksTakeTheStepsOneProcessTakesOnTheSameGlobalBatches)
   EXPECT_NEAR(a["metrics"]["accuracy"]["accuracy"].get<double>(), b["metrics"]["accuracy"]["accuracy"].get<double>(), 1e-9);
 }
 
+// Every number in `a` equals the one at the same place in `b` to `tolerance`; returns how many.
+int expect_same_numbers(const nlohmann::json& a, const nlohmann::json& b, double tolerance, const std::string& where) {
+  if (a.is_number()) {
+    EXPECT_TRUE(b.is_number()) << where;
+    if (b.is_number()) EXPECT_NEAR(a.get<double>(), b.get<double>(), tolerance) << where;
+    return 1;
+  }
+  int compared = 0;
+  if (a.is_object()) {
+    for (const auto& [key, value] : a.items()) {
+      EXPECT_TRUE(b.contains(key)) << where << "." << key;
+      if (b.contains(key)) compared += expect_same_numbers(value, b[key], tolerance, where + "." + key);
+    }
+  }
+  return compared;
+}
+
+// The interpretability suite evaluated on two ranks (a sharded pass, the metrics' partial states
+// merged on rank 0) gives the values one process gives on the same model, to 1e-6.
+TEST(DataParallelCli, EvaluateOnTwoRanksGivesTheSingleProcessMetrics) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_metrics");
+  const auto trained = testing::run_cli("run " + manifest.string() + " --out " + (dir / "one").string() + " --store " +
+                                        (dir / "store-one").string() + " --set experiment.threads=1");
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  // A second copy of the finished run and its store, so both evaluations compute the metrics.
+  fs::copy(dir / "one", dir / "two", fs::copy_options::recursive);
+  fs::copy(dir / "store-one", dir / "store-two", fs::copy_options::recursive);
+  const std::string metrics =
+      " --metric consistency:half_size=6 --metric stability:half_size=6 --metric purity:patch_size=8,top_k=5"
+      " --metric sizes --metric codebook_usage";
+  const auto one = testing::run_cli("evaluate " + (dir / "one").string() + " --store " + (dir / "store-one").string() +
+                                    " --db " + (dir / "one.db").string() + metrics);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto two = testing::run_cli("evaluate " + (dir / "two").string() + " --store " + (dir / "store-two").string() +
+                                    " --db " + (dir / "two.db").string() + metrics + " --nproc-per-node 2 --dist-timeout 60");
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  const nlohmann::json a = testing::results_of(dir / "one"), b = testing::results_of(dir / "two");
+  EXPECT_EQ(b["environment"]["world_size"], 2);
+  for (const char* stage : {"metric.consistency", "metric.stability", "metric.purity", "metric.sizes"}) {
+    EXPECT_EQ(b["stages"][stage]["reused"], false) << stage;  // computed on the two ranks
+  }
+  EXPECT_GE(expect_same_numbers(a["metrics"], b["metrics"], 1e-6, "metrics"), 20);
+}
+
 TEST(DataParallelCli, AKilledRankStopsTheOtherCleanlyAndTheRunResumes) {
   testing::TempDir dir;
   const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_fault");

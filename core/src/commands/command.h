@@ -68,7 +68,7 @@ std::unique_ptr<Command> make_check_plugin_command(CLI::App& app);
 std::unique_ptr<Command> make_describe_command(CLI::App& app);
 std::unique_ptr<Command> make_validate_command(CLI::App& app);
 std::unique_ptr<Command> make_run_command(CLI::App& app, const GlobalOptions& global);
-std::unique_ptr<Command> make_evaluate_command(CLI::App& app);
+std::unique_ptr<Command> make_evaluate_command(CLI::App& app, const GlobalOptions& global);
 std::unique_ptr<Command> make_explain_command(CLI::App& app);
 std::unique_ptr<Command> make_report_command(CLI::App& app);
 std::unique_ptr<Command> make_edit_command(CLI::App& app);

@@ -9,7 +9,7 @@ std::vector<std::unique_ptr<Command>> make_commands(CLI::App& app, const GlobalO
   commands.push_back(make_describe_command(app));
   commands.push_back(make_validate_command(app));
   commands.push_back(make_run_command(app, global));
-  commands.push_back(make_evaluate_command(app));
+  commands.push_back(make_evaluate_command(app, global));
   commands.push_back(make_explain_command(app));
   commands.push_back(make_report_command(app));
   commands.push_back(make_edit_command(app));

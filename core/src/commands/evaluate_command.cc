@@ -1,8 +1,11 @@
 // `protoquant evaluate RUN [--metric NAME[:key=value,...]]... [--split SPLIT] [--dump DIR]`: metrics on a
-// finished run, reusing every stage (run_evaluation.h).
+// finished run, reusing every stage (run_evaluation.h); data-parallel like `run` (the pass is
+// sharded, the metrics' states merged on rank 0).
 #include <fmt/format.h>
 
 #include "command.h"
+#include "data_parallel_options.h"
+#include "protoquant/process_group.h"
 #include "protoquant/run_evaluation.h"
 #include "protoquant/status.h"
 
@@ -11,8 +14,8 @@ namespace {
 
 class EvaluateCommand : public Command {
  public:
-  explicit EvaluateCommand(CLI::App& app)
-      : Command(app.add_subcommand("evaluate", "evaluate metrics on a finished run; trains nothing")) {
+  EvaluateCommand(CLI::App& app, const GlobalOptions& global)
+      : Command(app.add_subcommand("evaluate", "evaluate metrics on a finished run; trains nothing")), global_(global) {
     CLI::App* c = subcommand_;
     c->add_option("run_dir", run_dir_, "run folder")->required();
     c->add_option("--metric", options_.metrics,
@@ -21,13 +24,17 @@ class EvaluateCommand : public Command {
     c->add_option("--store", store_, "artifact store (default: the one the run recorded)");
     c->add_option("--db", db_, "results store (default: <run>/../results.db)");
     c->add_option("--dump", dump_, "write every metric's inputs as NumPy .npy files with a dump.json index here");
+    data_parallel_.add_to(c);
   }
 
   absl::Status run(Registry& registry) override {
+    PQ_ASSIGN_OR_RETURN(const bool launched, data_parallel_.launch_or_join(subcommand_, global_.argv));
+    if (launched) return absl::OkStatus();
     options_.store = store_;
     options_.db = db_;
     options_.dump = dump_;
     PQ_ASSIGN_OR_RETURN(const nlohmann::json results, evaluate_run(run_dir_, options_, registry));
+    if (!is_writer()) return absl::OkStatus();  // rank 0 prints
     for (const auto& [instance, values] : results["metrics"].items()) {
       if (!values.is_object()) continue;
       std::string line;
@@ -41,12 +48,16 @@ class EvaluateCommand : public Command {
   }
 
  private:
+  const GlobalOptions& global_;
   std::string run_dir_, store_, db_, dump_;
   EvaluateOptions options_;
+  DataParallelOptions data_parallel_;
 };
 
 }  // namespace
 
-std::unique_ptr<Command> make_evaluate_command(CLI::App& app) { return std::make_unique<EvaluateCommand>(app); }
+std::unique_ptr<Command> make_evaluate_command(CLI::App& app, const GlobalOptions& global) {
+  return std::make_unique<EvaluateCommand>(app, global);
+}
 
 }  // namespace protoquant

@@ -8,6 +8,7 @@
 #include "protoquant/experiment_run.h"
 #include "protoquant/results_store.h"
 #include "protoquant/runner.h"
+#include "protoquant/process_group.h"
 #include "protoquant/status.h"
 #include "protoquant/sweep.h"
 
@@ -124,6 +125,10 @@ absl::StatusOr<nlohmann::json> evaluate_run(const fs::path& run_dir, const Evalu
   // The output locations are checked before the pass, which rewrites results.json and the report.
   const fs::path db = options.db.empty() ? fs::absolute(run_dir).parent_path() / kResultsStoreFile : options.db;
   PQ_RETURN_IF_ERROR(ResultsStore::check_writable(db));
+  if (!options.dump.empty() && collectives().world_size() > 1) {
+    // The dump holds every image's inputs, which a sharded pass leaves spread over the ranks.
+    return absl::InvalidArgumentError("--dump runs in one process: drop the data-parallel launch");
+  }
   if (!options.dump.empty()) {
     std::error_code ec;
     if (fs::exists(options.dump, ec) && !fs::is_directory(options.dump, ec)) {
@@ -136,6 +141,7 @@ absl::StatusOr<nlohmann::json> evaluate_run(const fs::path& run_dir, const Evalu
     settings.dump = std::make_shared<EvalDump>();
   }
   PQ_ASSIGN_OR_RETURN(nlohmann::json results, run_experiment(spec, registry, {run_dir, /*resume=*/true, settings}));
+  if (!is_writer()) return results;  // data-parallel: rank 0 records
   if (settings.dump) {
     // Every setting that shaped a value (localisation, noise, attack, class rules), per instance.
     settings.dump->note("metric_settings", results["metric_settings"]);
