@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -193,52 +194,84 @@ std::vector<pid_t> children_of(pid_t parent) {
   return found;
 }
 
+// `protoquant run SWEEP --jobs 2 --set experiment.threads=1` started through `sh -c "PREFIX exec
+// ..."` (the shell becomes the CLI: its pid is the sweep's), once both members are at work.
+struct RunningSweep {
+  pid_t pid = -1;
+  std::vector<pid_t> members;
+  std::string log;
+};
+
+RunningSweep start_sweep(const testing::TempDir& dir, const std::string& seeds, const std::string& prefix = "") {
+  write_sweep(dir / "sweep.toml", "[sweep]\nseeds = " + seeds + "\n");
+  RunningSweep sweep;
+  sweep.log = (dir / "log.txt").string();
+  const std::string shell = prefix + "exec " + std::string(PQ_CLI) + " run " + (dir / "sweep.toml").string() + " --out " +
+                            (dir / "out").string() + " --set experiment.threads=1 --jobs 2 >" + sweep.log + " 2>&1";
+  sweep.pid = ::fork();
+  if (sweep.pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", shell.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (sweep.pid > 0 && sweep.members.size() < 2 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    sweep.members = children_of(sweep.pid);
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // the members are at work
+  return sweep;
+}
+
+// The sweep's exit status within `seconds`; on a timeout everything is killed and nullopt.
+std::optional<int> wait_for(const RunningSweep& sweep, int seconds) {
+  int status = 0;
+  pid_t done = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while ((done = ::waitpid(sweep.pid, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (done != 0) return status;
+  for (pid_t member : sweep.members) ::kill(member, SIGKILL);
+  ::kill(sweep.pid, SIGKILL);
+  ::waitpid(sweep.pid, &status, 0);
+  return std::nullopt;
+}
+
 // SIGTERM to `protoquant run SWEEP --jobs 2` (what `timeout` sends, to the parent alone) reaches
 // the members: they stop, the parent waits for them and says so, and no member keeps training.
 TEST(SweepCli, ASignalToTheSweepStopsItsMembersToo) {
   ASSERT_FALSE(testing::fashion_mnist_root().empty());
   testing::TempDir dir;
-  write_sweep(dir / "sweep.toml", "[sweep]\nseeds = [0, 1, 2]\n");
-  const std::string log = (dir / "log.txt").string();
-  const std::string command = std::string(PQ_CLI) + " run " + (dir / "sweep.toml").string() + " --out " +
-                              (dir / "out").string() + " --set experiment.threads=1 --jobs 2 >" + log + " 2>&1";
-  const std::string exec = "exec " + command;  // the shell becomes the CLI: its pid is the sweep's
-  const pid_t shell = ::fork();
-  ASSERT_GE(shell, 0);
-  if (shell == 0) {
-    ::execl("/bin/sh", "sh", "-c", exec.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  std::vector<pid_t> members;
-  while (members.size() < 2 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    members = children_of(shell);
-  }
-  ASSERT_EQ(members.size(), 2u) << testing::read_text(log);
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // the members are at work
-  ASSERT_EQ(::kill(shell, SIGTERM), 0);
-
-  int status = 0;
-  pid_t done = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while ((done = ::waitpid(shell, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (done == 0) {
-    for (pid_t member : members) ::kill(member, SIGKILL);
-    ::kill(shell, SIGKILL);
-    ::waitpid(shell, &status, 0);
-    FAIL() << "the sweep did not stop within 60 s of SIGTERM\n" << testing::read_text(log);
-  }
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
-  for (pid_t member : members) {
+  const RunningSweep sweep = start_sweep(dir, "[0, 1, 2]");
+  ASSERT_GT(sweep.pid, 0);
+  ASSERT_EQ(sweep.members.size(), 2u) << testing::read_text(sweep.log);
+  ASSERT_EQ(::kill(sweep.pid, SIGTERM), 0);
+  const std::optional<int> status = wait_for(sweep, 60);
+  ASSERT_TRUE(status) << "the sweep did not stop within 60 s of SIGTERM\n" << testing::read_text(sweep.log);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0) << *status;
+  for (pid_t member : sweep.members) {
     EXPECT_NE(::kill(member, 0), 0) << "member " << member << " outlived the sweep";
     if (::kill(member, 0) == 0) ::kill(member, SIGKILL);
   }
-  const std::string output = testing::read_text(log);
+  const std::string output = testing::read_text(sweep.log);
   EXPECT_NE(output.find("stopped by signal 15"), std::string::npos) << output;
   if (fs::exists(dir / "out")) EXPECT_TRUE(member_folders(dir / "out").empty()) << output;  // nothing half-finished
+}
+
+// A signal the sweep was started ignoring (`nohup`, a script's background job) stays ignored, by
+// the sweep and by its members: closing the terminal does not stop the run.
+TEST(SweepCli, AnIgnoredSignalStaysIgnoredByTheSweepAndItsMembers) {
+  ASSERT_FALSE(testing::fashion_mnist_root().empty());
+  testing::TempDir dir;
+  const RunningSweep sweep = start_sweep(dir, "[0, 1]", "trap '' HUP; ");
+  ASSERT_GT(sweep.pid, 0);
+  ASSERT_EQ(sweep.members.size(), 2u) << testing::read_text(sweep.log);
+  ASSERT_EQ(::kill(sweep.pid, SIGHUP), 0);
+  for (pid_t member : sweep.members) ::kill(member, SIGHUP);
+  const std::optional<int> status = wait_for(sweep, 120);
+  ASSERT_TRUE(status) << testing::read_text(sweep.log);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status << "\n" << testing::read_text(sweep.log);
+  EXPECT_EQ(member_folders(dir / "out").size(), 2u) << testing::read_text(sweep.log);
 }
 
 }  // namespace

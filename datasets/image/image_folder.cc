@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "protoquant/status.h"
+
 namespace protoquant::datasets {
 namespace fs = std::filesystem;
 
@@ -22,8 +24,9 @@ std::vector<fs::path> sorted_entries(const fs::path& folder, bool directories) {
 
 // Every regular file under `folder`, at any depth, sorted (torchvision walks class folders
 // recursively too). Linked folders are followed once: a link back to a folder already walked (a
-// symlink loop) is skipped with a warning instead of recursing until the path is too long.
-std::vector<fs::path> files_under(const fs::path& folder) {
+// symlink loop) is skipped with a warning instead of recursing until the path is too long. A
+// folder that cannot be read fails the walk: training on part of a class is no option.
+absl::StatusOr<std::vector<fs::path>> files_under(const fs::path& folder) {
   std::vector<fs::path> out;
   std::error_code ec;
   const fs::path start = fs::canonical(folder, ec);
@@ -49,7 +52,9 @@ std::vector<fs::path> files_under(const fs::path& folder) {
     }
     ec.clear();
   }
-  if (ec) fmt::print(stderr, "warning: {}: {}; the files found so far are read\n", folder.string(), ec.message());
+  if (ec) {
+    return absl::PermissionDeniedError(fmt::format("{}: cannot read a folder under it: {}", folder.string(), ec.message()));
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -83,7 +88,8 @@ absl::StatusOr<std::shared_ptr<ImageFolderDataset>> ImageFolderDataset::open(con
   if (params.get_string("layout") == "files") {
     info.class_names = {"all"};
     auto& records = splits["train"];
-    for (const auto& file : files_under(root)) {
+    PQ_ASSIGN_OR_RETURN(const std::vector<fs::path> files, files_under(root));
+    for (const auto& file : files) {
       if (has_image_extension(file)) records.push_back({file.string(), 0, {}, {}, {}});
     }
     if (records.empty()) return absl::NotFoundError(fmt::format("{}: no .jpg, .jpeg or .png files", root.string()));
@@ -109,7 +115,8 @@ absl::StatusOr<std::shared_ptr<ImageFolderDataset>> ImageFolderDataset::open(con
         const fs::path class_dir = dir / info.class_names[static_cast<size_t>(label)];
         if (!fs::is_directory(class_dir)) continue;  // a class this split lacks
         size_t images = 0;
-        for (const auto& file : files_under(class_dir)) {
+        PQ_ASSIGN_OR_RETURN(const std::vector<fs::path> files, files_under(class_dir));
+        for (const auto& file : files) {
           if (!has_image_extension(file)) {
             bad.add(split, file.string(), "not an image file (expected .jpg, .jpeg or .png)");
             continue;

@@ -25,12 +25,18 @@ std::atomic<int> g_received{0};
 constexpr std::array<int, 3> kForwarded = {SIGINT, SIGTERM, SIGHUP};
 std::array<struct sigaction, kForwarded.size()> g_previous{};
 
+// Which of kForwarded this process forwards: not those it inherited as ignored (`nohup`, a
+// background job of a script), which stay ignored here and in the children.
+std::array<bool, kForwarded.size()> g_forwarding{};
+
 void forward(int signal) {
+  const int saved_errno = errno;  // kill() may set it; the interrupted code may be reading it
   g_received.store(signal);
   for (auto& child : g_children) {
     const pid_t pid = child.load();
     if (pid > 0) ::kill(pid, signal);
   }
+  errno = saved_errno;
 }
 
 }  // namespace
@@ -42,7 +48,11 @@ ChildProcesses::ChildProcesses() {
   action.sa_handler = forward;
   sigemptyset(&action.sa_mask);
   action.sa_flags = 0;  // no SA_RESTART: waitpid returns EINTR and the wait loops look again
-  for (size_t i = 0; i < kForwarded.size(); ++i) ::sigaction(kForwarded[i], &action, &g_previous[i]);
+  for (size_t i = 0; i < kForwarded.size(); ++i) {
+    ::sigaction(kForwarded[i], nullptr, &g_previous[i]);
+    g_forwarding[i] = g_previous[i].sa_handler != SIG_IGN;
+    if (g_forwarding[i]) ::sigaction(kForwarded[i], &action, nullptr);
+  }
 }
 
 ChildProcesses::~ChildProcesses() {
@@ -72,7 +82,9 @@ absl::StatusOr<pid_t> ChildProcesses::start_self(const std::vector<std::string>&
   posix_spawnattr_init(&attributes);
   sigset_t defaults;
   sigemptyset(&defaults);
-  for (int s : kForwarded) sigaddset(&defaults, s);
+  for (size_t i = 0; i < kForwarded.size(); ++i) {
+    if (g_forwarding[i]) sigaddset(&defaults, kForwarded[i]);  // an ignored one stays ignored
+  }
   posix_spawnattr_setsigdefault(&attributes, &defaults);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF);
   pid_t pid = 0;

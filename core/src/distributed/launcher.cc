@@ -104,6 +104,11 @@ absl::Status launch_local_ranks(const std::vector<std::string>& argv, const Laun
     }
     ranks[*pid] = rank;
   }
+  if (ranks.empty()) {
+    // Stopped before the first rank started: nothing ran, which is no success.
+    return absl::CancelledError(fmt::format("data-parallel run stopped by {} before its ranks started",
+                                            signal_text(ChildProcesses::received())));
+  }
   fmt::print(stderr, "data-parallel: {} process(es) on this node, ranks {}..{} of {}, store {}:{}\n", s.nproc_per_node,
              s.node_rank * s.nproc_per_node, s.node_rank * s.nproc_per_node + s.nproc_per_node - 1, world,
              s.master_addr, port);

@@ -16,6 +16,7 @@
 #include "pictures.h"
 #include "protoquant/atomic_file.h"
 #include "protoquant/edit.h"
+#include "protoquant/folder_name.h"
 #include "protoquant/status.h"
 #include "run/run_records.h"
 #include "svg_chart.h"
@@ -368,7 +369,10 @@ absl::StatusOr<fs::path> write_run_report(ExperimentRun& run, const nlohmann::js
       const size_t end = start == std::string::npos ? start : figure.find('"', start);
       if (end == std::string::npos) return absl::DataLossError(fmt::format("{}: a report figure without its image", run_dir.string()));
       const std::string png = unbase64(figure.substr(start + sizeof kDataUriPrefix - 1, end - start - (sizeof kDataUriPrefix - 1)));
-      PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "explanations" / entry.value("file", "explanation.png"), png));
+      const std::string file = entry.value("file", "");
+      if (png.empty()) return absl::DataLossError(fmt::format("{}: a report figure's image does not decode", file));
+      PQ_RETURN_IF_ERROR(check_folder_name(file, "a report figure's file"));  // read back from the store
+      PQ_RETURN_IF_ERROR(write_file_atomic(run_dir / "explanations" / file, png));
       explanations += figure;
     }
     explanations += note(fmt::format("the first {} test image(s) of each class; also in {}; protoquant explain {} "

@@ -342,12 +342,15 @@ const fs::path& ResultsStore::path() const { return connection_->path; }
 absl::Status ResultsStore::check_writable(const fs::path& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) return absl::InvalidArgumentError(fmt::format("{}: is a folder, not a results store", path.string()));
-  fs::path probe = fs::absolute(path, ec);
+  // The file, and its folder too: SQLite's WAL mode writes results.db-wal and -shm beside it.
+  if (fs::exists(path, ec) && ::access(path.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(fmt::format("{}: cannot record runs there: {}", path.string(), std::strerror(errno)));
+  }
+  fs::path probe = fs::absolute(path, ec).parent_path();
   while (!probe.empty() && !fs::exists(probe, ec) && probe != probe.parent_path()) probe = probe.parent_path();
   if (::access(probe.c_str(), W_OK) != 0) {
-    return absl::PermissionDeniedError(fmt::format("{}: cannot record runs there: {}{}", path.string(),
-                                                   probe == fs::absolute(path, ec) ? "" : probe.string() + ": ",
-                                                   std::strerror(errno)));
+    return absl::PermissionDeniedError(fmt::format("{}: cannot record runs there: {}: {}", path.string(),
+                                                   probe.string(), std::strerror(errno)));
   }
   return absl::OkStatus();
 }

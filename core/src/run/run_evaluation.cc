@@ -125,6 +125,7 @@ absl::StatusOr<nlohmann::json> evaluate_run(const fs::path& run_dir, const Evalu
   // The output locations are checked before the pass, which rewrites results.json and the report.
   const fs::path db = options.db.empty() ? fs::absolute(run_dir).parent_path() / kResultsStoreFile : options.db;
   PQ_RETURN_IF_ERROR(ResultsStore::check_writable(db));
+  if (is_writer()) PQ_RETURN_IF_ERROR(ResultsStore::open(db).status());  // a foreign file, a newer schema
   if (!options.dump.empty() && collectives().world_size() > 1) {
     // The dump holds every image's inputs, which a sharded pass leaves spread over the ranks.
     return absl::InvalidArgumentError("--dump runs in one process: drop the data-parallel launch");

@@ -156,12 +156,14 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
     return absl::InvalidArgumentError(fmt::format("--jobs {} x experiment.threads {} is more than the {} cores",
                                                   options.jobs, threads, cores));
   }
+  absl::Status outputs = absl::OkStatus();
   if (is_writer() && options.member < 0) {
     // Opened (and created) now: a folder, an unwritable place or a foreign file is said before
     // any stage trains, not after all of them.
-    PQ_RETURN_IF_ERROR(ResultsStore::check_writable(layout.db));
-    if (!options.dry_run) PQ_RETURN_IF_ERROR(ResultsStore::open(layout.db).status());
+    outputs = ResultsStore::check_writable(layout.db);
+    if (outputs.ok() && !options.dry_run) outputs = ResultsStore::open(layout.db).status();
   }
+  PQ_RETURN_IF_ERROR(rank0_status(outputs));  // data-parallel: every rank stops, not only rank 0
   RunSettings settings = options.settings;
   settings.store = layout.store;
   settings.datasets = std::make_shared<DatasetCache>();
@@ -211,10 +213,11 @@ absl::Status run_manifest(const fs::path& manifest, const std::vector<std::strin
         failures.push_back(fmt::format("member {} ({}) failed; its log is above", index, members[index].name));
       }
     }
-    if (const int signal = ChildProcesses::received()) {
-      return absl::CancelledError(fmt::format("stopped by {}: passed on to the running members, which stopped; "
-                                              "{} of {} members had not started (rerun the same command to resume)",
-                                              signal_text(signal), members.size() - next, members.size()));
+    if (const int signal = ChildProcesses::received(); signal != 0 && (next < members.size() || !failures.empty())) {
+      return absl::CancelledError(fmt::format("stopped by {}: passed on to the running members; {} of {} members had not "
+                                              "started (rerun the same command to resume){}{}",
+                                              signal_text(signal), members.size() - next, members.size(),
+                                              failures.empty() ? "" : "\n", fmt::join(failures, "\n")));
     }
   }
   if (!failures.empty()) {

@@ -124,13 +124,18 @@ bool set_aside_bad_checkpoint(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return false;
   const absl::StatusOr<std::string> content = read_verified_checkpoint(path);
-  if (content.ok()) return true;
+  // Only a checkpoint that is read and found damaged is set aside; one that cannot be read now
+  // (permissions, too many open files) is left for the load to report.
+  if (content.ok() || content.status().code() != absl::StatusCode::kDataLoss) return true;
   // Kept, not deleted: a user may want to look at it. One older copy at most.
   const std::filesystem::path aside = path.string() + ".bad";
   std::filesystem::rename(path, aside, ec);
-  if (ec) std::filesystem::remove(path, ec);
-  fmt::print(stderr, "warning: {}; set aside as {}, the stage starts again\n", std::string(content.status().message()),
-             aside.filename().string());
+  std::string where = fmt::format("set aside as {}", aside.filename().string());
+  if (ec) {
+    std::filesystem::remove(path, ec);
+    where = ec ? fmt::format("cannot be moved or removed ({})", ec.message()) : "removed";
+  }
+  fmt::print(stderr, "warning: {}; {}, the stage starts again\n", std::string(content.status().message()), where);
   return false;
 }
 
