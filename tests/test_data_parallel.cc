@@ -145,6 +145,26 @@ TEST(DataParallelCli, AKilledRankStopsTheOtherCleanlyAndTheRunResumes) {
   EXPECT_EQ(testing::results_of(dir / "out")["environment"]["world_size"], 2);
 }
 
+// Killed inside the codebook stage, after its first epoch was checkpointed: the rerun continues
+// the codebook from that checkpoint (on the same two ranks), it does not start it again.
+TEST(DataParallelCli, ARankKilledInTheCodebookStageResumesItFromItsCheckpoint) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_codebook");
+  const std::string run = two_ranks(dir, manifest) + " --set stages.codebook.epochs=2";
+  setenv("PROTOQUANT_KILL_AT", "1:codebook:2:1", 1);  // rank 1 dies as the codebook's second epoch begins
+  const auto killed = testing::run_cli(run);
+  unsetenv("PROTOQUANT_KILL_AT");
+  ASSERT_NE(killed.exit_code, 0) << killed.output;
+  EXPECT_NE(killed.output.find("rank 1 was killed by signal 9"), std::string::npos) << killed.output;
+  EXPECT_FALSE(fs::exists(dir / "out" / "stages" / "codebook.json"));
+
+  const auto resumed = testing::run_cli(run + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("[blackbox] reused"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("[codebook] resumed after epoch 1"), std::string::npos) << resumed.output;
+  EXPECT_EQ(testing::results_of(dir / "out")["stages"]["codebook"]["epoch_losses"].size(), 2u);
+}
+
 TEST(Sharding, SharesAreContiguousCoverEveryRowAndDifferByAtMostOne) {
   for (const int64_t n : {0, 1, 5, 64, 101}) {
     for (const int world : {1, 2, 3, 8}) {
