@@ -245,7 +245,7 @@ TEST(ImageFolder, ASymlinkLoopIsSkippedAndEachImageReadOnce) {
 // A PNG whose header, chunk CRCs and end marker are all valid but whose image data is only
 // `idat_bytes` zero bytes (8 x 8 RGB needs 8 x (1 + 24) = 200): libpng fails it only when it
 // decodes it.
-std::string png_with_short_data(size_t idat_bytes) {
+std::string png_with_short_data(size_t idat_bytes, uint32_t side = 8) {
   auto be32 = [](uint32_t v) {
     return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
   };
@@ -259,7 +259,7 @@ std::string png_with_short_data(size_t idat_bytes) {
   uLongf length = deflated.size();
   compress(reinterpret_cast<Bytef*>(deflated.data()), &length, reinterpret_cast<const Bytef*>(raw.data()), raw.size());
   deflated.resize(length);
-  const std::string ihdr = be32(8) + be32(8) + std::string{8, 2, 0, 0, 0};  // 8 x 8, 8-bit RGB
+  const std::string ihdr = be32(side) + be32(side) + std::string{8, 2, 0, 0, 0};  // side x side, 8-bit RGB
   return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("IDAT", deflated) + chunk("IEND", "");
 }
 
@@ -284,6 +284,19 @@ TEST(ImageDecode, APngWhoseDataIsShortIsRefusedWhenProbedNotWhenDecoded) {
   cv::Mat grey(5, 11, CV_8UC1, cv::Scalar(7));
   ASSERT_TRUE(cv::imwrite((dir / "grey.png").string(), grey));
   EXPECT_TRUE(datasets::probe_file(dir / "grey.png").ok());
+}
+
+// A small file declaring a huge image (a decompression bomb) is refused at its header, before
+// anything is decoded or allocated.
+TEST(ImageDecode, AnImageDeclaringMorePixelsThanTheLimitIsRefusedAtItsHeader) {
+  testing::TempDir dir;
+  testing::write_text(dir / "bomb.png", png_with_short_data(10, 30000));
+  const auto probed = datasets::probe_file(dir / "bomb.png");
+  ASSERT_FALSE(probed.ok());
+  EXPECT_NE(probed.status().message().find("bomb.png: 30000 x 30000 pixels is more than the 178956970"),
+            std::string::npos)
+      << probed.status();
+  EXPECT_LT(fs::file_size(dir / "bomb.png"), 200u);
 }
 
 // An ImageFolder tree with one of each bad case next to good images.
