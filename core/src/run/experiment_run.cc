@@ -404,12 +404,12 @@ absl::StatusOr<nlohmann::json> ExperimentRun::report_figures(
   // Kept in the run folder beside report.html: the figures this run's page was drawn from.
   const fs::path saved = run_dir_ / "report" / "figures.json";
   std::optional<nlohmann::json> drawn;
-  PQ_ASSIGN_OR_RETURN(const Outcome outcome, run_stage("report", {{"figures.json", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
+  PQ_RETURN_IF_ERROR(run_stage("report", {{"figures.json", saved}}, [&]() -> absl::StatusOr<nlohmann::json> {
     PQ_ASSIGN_OR_RETURN(drawn, draw());
     PQ_RETURN_IF_ERROR(write_file_atomic(saved, drawn->dump() + "\n"));
     return nlohmann::json{{"explanations", (*drawn)["explanations"].size()}};
-  }));
-  if (drawn && !outcome.reused) return *drawn;
+  }).status());
+  if (drawn) return *drawn;  // computed here; otherwise reused, and placed at `saved`
   return read_json_file(saved);
 }
 
