@@ -191,6 +191,25 @@ TEST(ResultsStore, DuplicateRunIdIsRefusedAndTheFirstKept) {
   EXPECT_EQ(store.runs()->front().metrics.at("accuracy.accuracy"), 0.8);
 }
 
+// finished_at has whole seconds: a run and the evaluate that follows it often share one. Runs of
+// the same second come back in the order they were recorded (the leaderboard's "latest" is the
+// last), whatever their run_ids (random in their last 48 bits).
+TEST(ResultsStore, RunsOfTheSameSecondComeBackInTheOrderTheyWereRecorded) {
+  testing::TempDir dir;
+  ResultsStore store = open_store(dir / "results.db");
+  for (const char* id : {"run-ffff", "run-aaaa", "run-cccc"}) {
+    json results = fixture_results(id, fixture_manifest(), fixture_metrics(0.5));
+    results["finished_at"] = "2026-12-07T02:30:29Z";
+    ASSERT_TRUE(store.add_run(results).ok());
+  }
+  const auto runs = store.runs();
+  ASSERT_TRUE(runs.ok()) << runs.status();
+  ASSERT_EQ(runs->size(), 3u);
+  EXPECT_EQ((*runs)[0].run_id, "run-ffff");
+  EXPECT_EQ((*runs)[1].run_id, "run-aaaa");
+  EXPECT_EQ((*runs)[2].run_id, "run-cccc");
+}
+
 TEST(ResultsStore, AFailureHalfwayThroughAnInsertLeavesNothingOfTheRun) {
   testing::TempDir dir;
   const fs::path path = dir / "results.db";

@@ -3,6 +3,7 @@
 #include "protoquant/leaderboard.h"
 
 #include <algorithm>
+#include <tuple>
 #include <cmath>
 #include <map>
 #include <set>
@@ -134,9 +135,13 @@ std::vector<RunRecord> distinct_experiments(const std::vector<RunRecord>& record
   }
   std::vector<size_t> kept;
   for (const auto& [configuration, index] : latest_of_configuration) kept.push_back(index);
-  std::sort(kept.begin(), kept.end());
   std::vector<RunRecord> runs;
   for (size_t index : kept) runs.push_back(recorded[index]);
+  // "Latest" above is the order of recording (`recorded`'s); the rows list their runs by time,
+  // then id, so a table reads the same however the store broke a tie within one second.
+  std::sort(runs.begin(), runs.end(), [](const RunRecord& a, const RunRecord& b) {
+    return std::tie(a.finished_at, a.run_id) < std::tie(b.finished_at, b.run_id);
+  });
   return runs;
 }
 

@@ -517,9 +517,12 @@ absl::StatusOr<std::vector<RunRecord>> ResultsStore::runs(const RunQuery& query)
 
   std::vector<RunRecord> runs;
   std::map<std::string, size_t> index;
+  // finished_at has whole seconds: runs that finish within one second (a run and the evaluate
+  // that follows it) are in the order they were recorded, which is what "latest" means to the
+  // leaderboard. runs.rowid is that order (run_id, random in its last 48 bits, is not).
   PQ_ASSIGN_OR_RETURN(Statement run_rows, prepare(
       "SELECT run_id, finished_at, experiment, toolkit_version, toolkit_commit, manifest_hash, cpu_model, run_dir, "
-      "total_seconds FROM runs JOIN selected USING (run_id) ORDER BY finished_at, run_id"));
+      "total_seconds FROM runs JOIN selected USING (run_id) ORDER BY finished_at, runs.rowid"));
   int code;
   while ((code = run_rows.step()) == SQLITE_ROW) {
     RunRecord run;
