@@ -1,6 +1,6 @@
-// One experiment in its run folder. Its stages
+// One experiment in its run folder. Its stages (core/src/stages/, one file each)
 //   dataset -> blackbox (0) -> features -> codebook (1) -> prune (2, when prune.target > 0)
-//   -> head (3) -> one stage per metric instance (5)
+//   -> head (3) -> one stage per metric instance (5) -> report
 // are content-addressed: each stage's key is a SHA-256 of its inputs (its manifest sections, the
 // keys of the stages it reads, the dataset's identity and the identity of the libraries its
 // components come from; see stage_key.h), and its outputs are filed under that key in the
@@ -10,8 +10,9 @@
 // run are one mechanism. Frozen-backbone features are computed only when a stage that reads them
 // is computed, and filed in the store when experiment.store_features is set.
 //
-// `protoquant edit` opens a finished run (RunMode::kOpen): every stage is loaded from the run
-// folder and nothing is trained. evaluate() writes model/protoquant.pt (export_model()), the
+// `protoquant edit`, `evaluate`'s checks, `report` and `explain` open a finished run
+// (RunMode::kOpen): every stage is built and loaded from the run folder through the same stage
+// interface, and nothing is trained. evaluate() writes model/protoquant.pt (export_model()), the
 // whole model for Python; each edit writes one beside its head in edits/<name>/.
 //
 // Run folder layout:
@@ -25,6 +26,7 @@
 
 #include <filesystem>
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -70,12 +72,20 @@ struct StagePlan {
   std::string stage;
   std::string key;
   bool reused = false;
+  bool trains = false;  // computing it trains something (`protoquant evaluate` refuses to)
 };
 
+struct RunState;     // what the stages share (core/src/stages/run_state.h)
+class Stage;         // one stage (core/src/stages/stage.h)
+class ReportStage;
+class MetricPass;
+
+// One run: the stages of its manifest, composed in order and run by the stage runner.
 class ExperimentRun {
  public:
   ExperimentRun(const ExperimentSpec& spec, Registry& registry, std::filesystem::path run_dir, RunMode mode,
                 RunSettings settings = {});
+  ~ExperimentRun();
 
   // The stages this run would reuse or compute, without training anything (builds the dataset,
   // for its identity).
@@ -85,78 +95,39 @@ class ExperimentRun {
   // The metrics (each a stage of its own), model size and the Python export.
   absl::Status evaluate();
 
-  Model& model() { return model_; }
-  Dataset& dataset() { return *dataset_; }
-  const ExperimentSpec& spec() const { return spec_; }
-  const std::filesystem::path& run_dir() const { return run_dir_; }
-  const ArtifactStore& store() const { return store_; }
+  Model& model();
+  Dataset& dataset();
+  const ExperimentSpec& spec() const;
+  const std::filesystem::path& run_dir() const;
+  const ArtifactStore& store() const;
   // The evaluation and training splits' features (computed, or read from the store, on first use).
   absl::StatusOr<TensorSource*> eval_features();
   absl::StatusOr<TensorSource*> train_features();
   // Accuracy of g on quantized maps / of the head, over a split's features, in eval mode.
   absl::StatusOr<double> quantized_accuracy(TensorSource& features);
   absl::StatusOr<double> head_accuracy(TensorSource& features);
-  torch::Device device() const { return context_.device; }
-  nlohmann::json& results() { return results_; }
+  torch::Device device() const;
+  nlohmann::json& results();
   // The run report's figures (report.h), filed under the "report" stage's key like any stage:
   // reused when filed, else `draw`n and filed. Drawn without filing for an opened run, or when
   // [report] is off.
   absl::StatusOr<nlohmann::json> report_figures(const std::function<absl::StatusOr<nlohmann::json>()>& draw);
 
  private:
-  // What every stage shares: reuse the filed artifact (placing its files at `files`' run-folder
-  // paths), or compute it under the store's lock and file it. `compute` returns the record.
-  struct Outcome {
-    nlohmann::json record;
-    bool reused = false;
-  };
-  absl::StatusOr<Outcome> run_stage(const std::string& stage, const std::map<std::string, std::filesystem::path>& files,
-                                    const std::function<absl::StatusOr<nlohmann::json>()>& compute,
-                                    const std::function<absl::Status()>& prepare = nullptr);
-  bool forced(const std::string& stage) const;
-  bool has_quantizer() const { return !spec_.quantizer.type.empty(); }
-
   absl::Status start();
+  absl::Status compose();       // the manifest's stages, in order
+  absl::Status compute_keys();  // every stage's key, in that order
+  absl::Status load_dataset();
   absl::Status prepare_folder();
   absl::Status clear_folder();  // prepare_folder's writes (rank 0's)
-  absl::Status load_dataset();
-  absl::Status compute_keys();
-  absl::Status blackbox();
-  absl::Status codebook();
-  absl::Status prune();
-  absl::Status head();
-  absl::Status read_training_features();  // train, validation and eval features, before a stage's clock
-  absl::StatusOr<TensorSource*> validation_features();
-  absl::StatusOr<std::unique_ptr<TensorSource>> extract(const std::string& split);
-  // The values of the metrics spec_.metrics[i] for i in `which`, by instance, from one pass.
-  absl::StatusOr<std::map<std::string, nlohmann::json>> compute_metrics(const std::vector<size_t>& which);
 
-  TrainOptions train_options(const std::string& stage, std::vector<std::shared_ptr<torch::nn::Module>> modules);
-  absl::StatusOr<nlohmann::json> measure_usage();
-  void report_usage(const nlohmann::json& record);
-  std::function<torch::Tensor(const Batch&)> codebook_objective(const TrainSettings& settings);
-  void reseed(int stage) const;
-  absl::Status build_quantizer();
-  absl::Status build_head();
-  nlohmann::json component_identity(const ComponentSpec& component) const;
-
-  const ExperimentSpec& spec_;
-  Registry& registry_;
-  std::filesystem::path run_dir_;
-  RunMode mode_;
-  RunSettings settings_;
-  ArtifactStore store_;
+  std::unique_ptr<RunState> run_;
   bool started_ = false;
-  BuildContext context_;
-  std::string train_split_, eval_split_, validation_split_;
-  std::shared_ptr<Dataset> dataset_;
-  std::map<std::string, StageKey> keys_;           // by stage, in stage order: stage_order_
-  std::vector<std::string> stage_order_;
-  std::vector<std::string> metric_instances_;      // one name per spec_.metrics entry
-
-  Model model_;
-  std::unique_ptr<TensorSource> train_features_, eval_features_, separate_validation_features_;
-  nlohmann::json results_;
+  std::vector<std::unique_ptr<Stage>> stages_;  // in the run's order
+  std::vector<Stage*> model_stages_;            // up to the head: train_stages()
+  std::vector<Stage*> metric_stages_;           // evaluate()
+  ReportStage* report_ = nullptr;               // when [report] is on
+  std::shared_ptr<MetricPass> metric_pass_;
 };
 
 }  // namespace protoquant

@@ -114,7 +114,7 @@ absl::StatusOr<nlohmann::json> evaluate_run(const fs::path& run_dir, const Evalu
     ExperimentRun probe(spec, registry, run_dir, RunMode::kRun, settings);
     PQ_ASSIGN_OR_RETURN(const std::vector<StagePlan> plan, probe.plan());
     for (const auto& stage : plan) {
-      if (!stage.reused && stage.stage.rfind("metric.", 0) != 0 && stage.stage != "report") {
+      if (!stage.reused && stage.trains) {
         return absl::FailedPreconditionError(
             fmt::format("{}: stage '{}' (key {}) is not in the store {}; evaluate trains nothing (run the "
                         "manifest again with protoquant run, or name the store with --store)",
