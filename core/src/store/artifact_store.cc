@@ -103,7 +103,10 @@ absl::Status ArtifactStore::publish(const std::string& stage, const std::string&
   std::error_code ec;
   fs::create_directories(staging, ec);
   if (ec) return absl::InternalError(fmt::format("{}: cannot create folder: {}", staging.string(), ec.message()));
-  auto cleanup = [&] { fs::remove_all(staging, ec); };
+  auto cleanup = [&] {
+    std::error_code ignored;  // not `ec`: the error being reported must survive the cleanup
+    fs::remove_all(staging, ignored);
+  };
   nlohmann::json listing = nlohmann::json::object();
   for (const auto& [name, source] : files) {
     // A copy, not a link: the store owns its bytes, so a file rewritten in place in a run
