@@ -46,4 +46,6 @@ absl::Status FreePrototypesHead::set_class_weights(const torch::Tensor& weights)
   return absl::OkStatus();
 }
 
+absl::Status FreePrototypesHead::hold_class_weights(const torch::Tensor& mask) { return hold_outside_mask(weight_, mask); }
+
 }  // namespace protoquant::heads

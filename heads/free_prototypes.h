@@ -31,6 +31,7 @@ class FreePrototypesHead : public Head {
   torch::Tensor class_weights() const override { return torch::relu(weight_); }
   torch::Tensor prototypes() const override { return prototypes_; }
   absl::Status set_class_weights(const torch::Tensor& weights) override;
+  absl::Status hold_class_weights(const torch::Tensor& mask) override;
 
  private:
   FreePrototypesOptions options_;

@@ -171,4 +171,6 @@ absl::Status ProtoQuantHead::keep_prototypes(const torch::Tensor& keep, bool kee
   return absl::OkStatus();
 }
 
+absl::Status ProtoQuantHead::hold_class_weights(const torch::Tensor& mask) { return hold_outside_mask(weight_, mask); }
+
 }  // namespace protoquant::heads

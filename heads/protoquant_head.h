@@ -36,6 +36,7 @@ class ProtoQuantHead : public Head {
   torch::Tensor class_weights() const override { return torch::relu(weight_); }
   torch::Tensor prototypes() const override { return prototypes_; }
   absl::Status set_class_weights(const torch::Tensor& weights) override;
+  absl::Status hold_class_weights(const torch::Tensor& mask) override;
   absl::Status keep_prototypes(const torch::Tensor& keep, bool keep_in_softmax) override;
   int64_t groups() const { return groups_; }
   const ProtoQuantHeadOptions& options() const { return options_; }

@@ -165,6 +165,47 @@ TEST(ProtoQuantHeadEditing, RemovingUnusedPrototypesKeepsLogitsUnlessRenormalise
   EXPECT_FALSE(head->keep_prototypes(torch::tensor({9}, torch::kInt64), true).ok());     // out of range
 }
 
+// The limit stage's fine-tuning: no gradient reaches the weights outside the mask. First with
+// positive held weights, so that nothing but the mask (not relu's zero gradient at 0) holds them;
+// then as the stage uses it, zeros held through AdamW with weight decay.
+TEST(ProtoQuantHeadEditing, HeldClassWeightsGetNoGradientAndHeldZerosStayZero) {
+  torch::manual_seed(5);
+  const auto mask = torch::rand({2, 6}).gt(0.5);
+  ASSERT_GT(mask.sum().item<int64_t>(), 0);
+  ASSERT_LT(mask.sum().item<int64_t>(), 12);
+  const auto loss_of = [](Head& head) {
+    return head.forward(torch::randn({4, 5, 2, 2})).logits.square().sum() + head.class_weights().sum();
+  };
+  auto head = build_head(torch::randn({6, 5}), 2, 0.2);
+  ASSERT_TRUE(head->set_class_weights(torch::rand({2, 6}) + 0.5).ok());
+  ASSERT_TRUE(head->hold_class_weights(mask).ok());
+  const auto before = head->class_weights().detach().clone();
+  torch::optim::Adam adam(head->parameters(), torch::optim::AdamOptions(0.05));
+  head->train();
+  for (int step = 0; step < 5; ++step) {
+    adam.zero_grad();
+    loss_of(*head).backward();
+    adam.step();
+  }
+  const auto after = head->class_weights().detach();
+  EXPECT_TRUE(torch::equal(after.masked_select(mask.logical_not()), before.masked_select(mask.logical_not())));
+  EXPECT_TRUE(after.masked_select(mask).ne(before.masked_select(mask)).all().item<bool>());
+
+  auto limited = build_head(torch::randn({6, 5}), 2, 0.2);
+  ASSERT_TRUE(limited->set_class_weights((torch::rand({2, 6}) + 0.5) * mask).ok());
+  ASSERT_TRUE(limited->hold_class_weights(mask).ok());
+  torch::optim::AdamW adamw(limited->parameters(), torch::optim::AdamWOptions(0.05).weight_decay(0.1));
+  limited->train();
+  for (int step = 0; step < 5; ++step) {
+    adamw.zero_grad();
+    loss_of(*limited).backward();
+    adamw.step();
+  }
+  EXPECT_TRUE(limited->class_weights().masked_select(mask.logical_not()).eq(0).all().item<bool>());
+  EXPECT_FALSE(head->hold_class_weights(torch::ones({2, 5}, torch::kBool)).ok());  // wrong shape
+  EXPECT_FALSE(head->hold_class_weights(torch::ones({2, 6})).ok());                // not bool
+}
+
 TEST(ModelSize, CountsAsDefined) {
   const auto w = torch::tensor({{0.5, 0.05, 0.0, 0.2}, {0.0, 0.0005, 0.0, 0.3}});
   const ModelSize size = model_size(w);

@@ -282,6 +282,54 @@ TEST_F(MethodCli, LimitKKeepsExactlyKPerClassAndPruneInactiveKeepsPredictions) {
   EXPECT_NE(not_run.output.find("not a run folder"), std::string::npos) << not_run.output;
 }
 
+// Stage 4, limit: each class's k strongest prototypes, the unused ones removed, the kept weights
+// fine-tuned with the mask held fixed. The runs reuse the reference's stages up to the head.
+TEST_F(MethodCli, TheLimitStageKeepsKPerClassPrunesTheUnusedAndHoldsItsMaskWhileFineTuning) {
+  const std::string store = " --store " + (reference().parent_path() / "store").string();
+  const std::string limit = store + " --set stages.limit.k=3";
+  // Not fine-tuned: the head `edit --limit-k 3 --prune-inactive` makes by its own code.
+  const fs::path still = *dir_ / "limit-still";
+  const auto limited = testing::run_cli(slice_run(still, limit + " --set stages.limit.epochs=0"));
+  ASSERT_EQ(limited.exit_code, 0) << limited.output;
+  const auto edited = testing::run_cli("edit " + reference().string() + " --limit-k 3 --prune-inactive --name limit-stage");
+  ASSERT_EQ(edited.exit_code, 0) << edited.output;
+  const auto edit = nlohmann::json::parse(testing::read_text(reference() / "edits" / "limit-stage" / "edit.json"));
+  const auto results = results_of(still);
+  const auto& record = results["stages"]["limit"];
+  EXPECT_TRUE(results["stages"]["head"]["reused"].get<bool>());
+  EXPECT_EQ(record["accuracy_pruned"], record["accuracy_limited"]);  // removing the unused changes no prediction
+  EXPECT_EQ(results["metrics"]["accuracy"]["accuracy"], edit["after"]["accuracy"]);
+  const auto w = exported(still / "model" / "protoquant.pt", "head.class_weights");
+  EXPECT_TRUE(torch::equal(w, exported(reference() / "edits" / "limit-stage" / "protoquant.pt", "head.class_weights")));
+  EXPECT_EQ(w.size(1), edit["after"]["prototypes"].get<int64_t>());
+  EXPECT_LT(w.size(1), exported(reference() / "model" / "protoquant.pt", "head.class_weights").size(1));
+  EXPECT_TRUE(w.gt(0).sum(1).le(3).all().item<bool>()) << w.gt(0).sum(1);
+  EXPECT_EQ(record["kept_prototypes"].size(), static_cast<size_t>(w.size(1)));
+  // The codebook's codes are the head's prototypes here: the same ones went from it.
+  EXPECT_EQ(exported(still / "model" / "protoquant.pt", "quantizer.codebook").size(0), w.size(1));
+  EXPECT_LE(results["metrics"]["model_size"]["local_size"].get<double>(), 3.0);
+
+  // Fine-tuned: the kept weights move, and no removed weight comes back.
+  const fs::path tuned = *dir_ / "limit-tuned";
+  const std::string tune = limit + " --set stages.limit.epochs=2 --set stages.limit.train_prototypes=false";
+  const auto trained = testing::run_cli(slice_run(tuned, tune));
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const auto t = exported(tuned / "model" / "protoquant.pt", "head.class_weights");
+  ASSERT_TRUE(t.sizes().equals(w.sizes()));
+  EXPECT_EQ(t.gt(0).logical_and(w.le(0)).sum().item<int64_t>(), 0);
+  EXPECT_GT((t - w).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(exported(tuned / "model" / "protoquant.pt", "head.prototypes"),
+                           exported(still / "model" / "protoquant.pt", "head.prototypes")));  // train_prototypes off
+  EXPECT_EQ(results_of(tuned)["stages"]["limit"]["steps"].get<int64_t>(), 2 * 8);  // 1000 images, batch 128
+  // A rerun reuses the stage, loading the smaller head, with the same results.
+  const auto first_metrics = results_of(tuned)["metrics"];
+  const auto again = testing::run_cli(slice_run(tuned, tune));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(results_of(tuned)["stages"]["limit"]["reused"].get<bool>());
+  EXPECT_EQ(results_of(tuned)["metrics"]["accuracy"], first_metrics["accuracy"]);
+  EXPECT_TRUE(torch::equal(exported(tuned / "model" / "protoquant.pt", "head.class_weights"), t));
+}
+
 TEST_F(MethodCli, FeaturesFiledInTheStoreServeALaterRun) {
   const std::string shared = " --set stages.blackbox.weights=" + (reference() / "model" / "backbone.pt").string() +
                              " --set experiment.store_features=true --set experiment.feature_dtype=bf16";

@@ -40,6 +40,23 @@ class Head : public torch::nn::Module {
   virtual absl::Status keep_prototypes(const torch::Tensor& /*keep*/, bool /*keep_in_softmax*/) {
     return absl::UnimplementedError("this head does not support removing prototypes");
   }
+  // From now on, no gradient reaches the class weights where `mask` (C x P, bool) is false. The
+  // limit stage fine-tunes a limited head this way: its removed weights are zero, and a step
+  // without gradient leaves a zero where it is (weight decay only scales it).
+  virtual absl::Status hold_class_weights(const torch::Tensor& /*mask*/) {
+    return absl::UnimplementedError("this head does not support training with a fixed class-weight mask");
+  }
 };
+
+// For hold_class_weights(): from now on, `parameter`'s gradient is zero outside `mask` (a bool
+// tensor of its shape), so their optimiser moments stay zero too.
+inline absl::Status hold_outside_mask(torch::Tensor& parameter, const torch::Tensor& mask) {
+  if (!mask.defined() || mask.scalar_type() != torch::kBool || !mask.sizes().equals(parameter.sizes())) {
+    return absl::InvalidArgumentError("the class-weight mask must be a bool tensor of the class weights' shape");
+  }
+  const torch::Tensor keep = mask.to(parameter.device(), parameter.scalar_type());
+  parameter.register_hook([keep](const torch::Tensor& grad) { return grad * keep; });
+  return absl::OkStatus();
+}
 
 }  // namespace protoquant

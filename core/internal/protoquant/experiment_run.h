@@ -1,6 +1,6 @@
 // One experiment in its run folder. Its stages (core/src/stages/, one file each)
 //   dataset -> blackbox (0) -> features -> codebook (1) -> prune (2, when prune.target > 0)
-//   -> head (3) -> one stage per metric instance (5) -> report
+//   -> head (3) -> limit (4, when limit.k > 0) -> one stage per metric instance (5) -> report
 // are content-addressed: each stage's key is a SHA-256 of its inputs (its manifest sections, the
 // keys of the stages it reads, the dataset's identity and the identity of the libraries its
 // components come from; see stage_key.h), and its outputs are filed under that key in the
@@ -18,7 +18,8 @@
 // Run folder layout:
 //   manifest.toml           the resolved manifest (every default, absolute paths)
 //   stages/<stage>.json     each stage's record: its key, whether it was reused, what it reported
-//   model/*.pt              backbone, quantizer (pruned: quantizer_pruned.pt), head: hard links
+//   model/*.pt              backbone, quantizer (pruned: quantizer_pruned.pt), head (limited:
+//                           head_limited.pt, quantizer_limited.pt): hard links
 //                           to (or copies of) the store's files
 //   model/protoquant.pt     the whole model for Python: torch.load gives a dict of tensors
 //   results.json            written last, atomically

@@ -49,7 +49,7 @@ const ParamSchema& report_schema() {
 }
 
 const std::vector<std::string>& stage_names() {
-  static const std::vector<std::string> names = {"blackbox", "codebook", "prune", "head"};
+  static const std::vector<std::string> names = {"blackbox", "codebook", "prune", "head", "limit"};
   return names;
 }
 
@@ -98,6 +98,20 @@ const ParamSchema& stage_schema(const std::string& stage) {
     // The head trains on cached features, so its validation curve costs one head pass per epoch.
     m["head"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1).with_default(
         "validate_each_epoch", true);
+    // Fine-tuning a limited head: the head's recipe, shorter.
+    m["limit"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1).with_default(
+        "validate_each_epoch", true);
+    m["limit"].add(ParamSpec::Int("k", 0, "prototypes kept per class (limit-k), then fine-tuned; 0 = no limit stage")
+                       .min(0));
+    m["limit"].add(ParamSpec::Bool("prune_unused", true,
+                                   "remove the prototypes no class uses after limit-k (from the codebook too when "
+                                   "its codes are the head's prototypes)"));
+    m["limit"].add(ParamSpec::Bool("keep_removed_in_softmax", true,
+                                   "removed prototypes still compete in the softmax over prototypes, so removing "
+                                   "them changes no prediction"));
+    m["limit"].add(ParamSpec::Bool("train_prototypes", true,
+                                   "fine-tune the kept prototypes too, not only their weights (as the head stage "
+                                   "does by default)"));
     return m;
   }();
   auto it = schemas.find(stage);

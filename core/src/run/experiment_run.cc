@@ -71,6 +71,7 @@ absl::Status ExperimentRun::compose() {
   if (run_->has_quantizer()) model_stages_.push_back(add(codebook_stage()));
   if (run_->has_quantizer() && prunes) model_stages_.push_back(add(prune_stage()));
   model_stages_.push_back(add(head_stage()));
+  if (spec.stages.at("limit").get_int("k") > 0) model_stages_.push_back(add(limit_stage()));
   run_->metric_instances = metric_instance_names(spec.metrics);
   metric_pass_ = metric_pass();
   for (size_t i = 0; i < spec.metrics.size(); ++i) {

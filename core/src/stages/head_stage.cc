@@ -59,14 +59,7 @@ class HeadStage : public Stage {
     // Mixup/CutMix mix in the batch's dtype: 16-bit features then go in widened, as for any head.
     TensorSource features = head->reads_16bit_features() && !mixing_enabled(settings) ? train_set->in_stored_dtype()
                                                                                        : *train_set;
-    PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features,
-                                            [&](const Batch& batch) {
-                                              auto loss = cross_entropy(head->forward(batch.images).logits, batch,
-                                                                        settings.label_smoothing);
-                                              if (auto reg = head->regularization(); reg.defined()) loss = loss + reg;
-                                              return loss;
-                                            },
-                                            options));
+    PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features, head_objective(*head, settings), options));
     head->eval();
     PQ_RETURN_IF_ERROR(save_if_writer(*head, saved(run)));
     return training_record(summary);

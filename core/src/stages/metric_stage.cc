@@ -90,7 +90,7 @@ class MetricStage : public Stage {
   std::string name() const override { return "metric." + instance_; }
 
   absl::StatusOr<nlohmann::json> key_inputs(const RunState& run) const override {
-    return nlohmann::json{{"head", run.keys.at("head").key},
+    return nlohmann::json{{"head", run.final_head_key()},
                           {"features", run.keys.at("features").key},
                           {"metric", run.component_identity(run.spec.metrics[index_])},
                           {"split", run.eval_split}};

@@ -13,7 +13,7 @@ absl::StatusOr<nlohmann::json> ReportStage::key_inputs(const RunState& run) cons
   // The codebook's usage, also shown, is in the head's key's chain.
   nlohmann::json metrics = nlohmann::json::object();
   for (const auto& instance : run.metric_instances) metrics[instance] = run.keys.at("metric." + instance).key;
-  return nlohmann::json{{"head", run.keys.at("head").key},
+  return nlohmann::json{{"head", run.final_head_key()},
                         {"metrics", metrics},
                         {"settings", run.spec.report.to_json()},
                         {"split", run.eval_split}};

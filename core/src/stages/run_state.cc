@@ -65,6 +65,10 @@ nlohmann::json RunState::splits() const {
   return {{"train", train_split}, {"validation", validation_split}, {"eval", eval_split}};
 }
 
+const std::string& RunState::final_head_key() const {
+  return keys.count("limit") ? keys.at("limit").key : keys.at("head").key;
+}
+
 TrainOptions RunState::train_options(const std::string& stage, std::vector<std::shared_ptr<torch::nn::Module>> modules) {
   TrainOptions options;
   options.label = stage;
@@ -116,6 +120,14 @@ nlohmann::json training_record(const TrainSummary& summary) {
           {"data_seconds", summary.data_seconds},
           {"replica_checks", summary.replica_checks},
           {"best_epoch", summary.best_epoch + 1}};
+}
+
+std::function<torch::Tensor(const Batch&)> head_objective(Head& head, const TrainSettings& settings) {
+  return [&head, smoothing = settings.label_smoothing](const Batch& batch) {
+    auto loss = cross_entropy(head.forward(batch.images).logits, batch, smoothing);
+    if (auto reg = head.regularization(); reg.defined()) loss = loss + reg;
+    return loss;
+  };
 }
 
 absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& data, int64_t batch_size,

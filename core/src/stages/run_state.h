@@ -59,6 +59,9 @@ struct RunState {
   // The dataset's component and content identity, and the splits a stage reads: key inputs.
   nlohmann::json dataset_identity() const;
   nlohmann::json splits() const;
+  // The key of the head the metrics, the report and the export see: the limit stage's when it
+  // runs, else the head stage's.
+  const std::string& final_head_key() const;
   // The trainer's options for a stage: its checkpoint belongs to the stage's key.
   TrainOptions train_options(const std::string& stage, std::vector<std::shared_ptr<torch::nn::Module>> modules);
 
@@ -90,6 +93,9 @@ void freeze(torch::nn::Module& module);
 absl::Status save_if_writer(torch::nn::Module& module, const std::filesystem::path& path);
 // What a training stage reports (best_epoch is 1-based, 0 when not validated).
 nlohmann::json training_record(const TrainSummary& summary);
+// The head's training loss (stage 3, and the limit stage's fine-tuning): CE of its logits plus
+// its regularization().
+std::function<torch::Tensor(const Batch&)> head_objective(Head& head, const TrainSettings& settings);
 // Top-1 accuracy of `logits_of` over `data`, with `module` in eval mode for the pass (its mode is
 // restored after): the validation of every stage. Sharded over data-parallel ranks.
 absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& data, int64_t batch_size,

@@ -1,6 +1,6 @@
 // The built-in stages, in a run's order (ExperimentRun::compose()):
-//   blackbox (0) -> features -> codebook (1) -> prune (2) -> head (3) -> metric.<instance> (5)
-//   -> report
+//   blackbox (0) -> features -> codebook (1) -> prune (2) -> head (3) -> limit (4)
+//   -> metric.<instance> (5) -> report
 #pragma once
 
 #include <cstddef>
@@ -19,6 +19,7 @@ std::unique_ptr<Stage> features_stage();
 std::unique_ptr<Stage> codebook_stage();
 std::unique_ptr<Stage> prune_stage();
 std::unique_ptr<Stage> head_stage();
+std::unique_ptr<Stage> limit_stage();
 
 // The metric instances of a run share one evaluation pass (evaluation_pass.h): the instances
 // not filed yet are computed together; a filed one costs nothing.
