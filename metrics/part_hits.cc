@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 namespace protoquant::metrics {
@@ -49,6 +50,50 @@ PartHits part_hits(const torch::Tensor& similarity, const torch::Tensor& parts, 
     out.hits.view({b * p, k}).index_copy_(0, chunk, parts_near_peaks(peaks, pair_parts, height, width, settings));
   }
   return out;
+}
+
+PeakGeometry::PeakGeometry(int64_t grid_height, int64_t grid_width, int64_t height, int64_t width,
+                           const LocalisationSettings& settings)
+    : grid_h_(grid_height), grid_w_(grid_width) {
+  const int64_t cells = grid_height * grid_width;
+  const torch::Tensor one_hot = torch::eye(cells, torch::kFloat32).view({cells, grid_height, grid_width});
+  peaks_ = peak_positions(upsample_maps(one_hot, height, width, settings.upsampling), settings.ties);
+}
+
+torch::Tensor PeakGeometry::random_cells(const torch::Tensor& indices, int64_t per_image, uint64_t seed) const {
+  const torch::Tensor where = indices.to(torch::kCPU, torch::kInt64);
+  std::vector<torch::Tensor> cells;
+  for (int64_t i = 0; i < where.size(0); ++i) {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(where[i].item<int64_t>()));
+    cells.push_back(torch::randint(grid_h_ * grid_w_, {per_image}, generator, torch::kInt64));
+  }
+  return cells.empty() ? torch::zeros({0}, torch::kInt64) : torch::cat(cells);
+}
+
+torch::Tensor PeakGeometry::nearest_cells(const torch::Tensor& parts) const {
+  const torch::Tensor keypoints = parts.to(torch::kCPU, torch::kFloat32).narrow(2, 0, 2).trunc().to(torch::kInt64);  // B x K x 2 (x, y)
+  const torch::Tensor rows = peaks_.select(1, 0).view({1, 1, -1}), columns = peaks_.select(1, 1).view({1, 1, -1});
+  const torch::Tensor distance = torch::maximum((rows - keypoints.select(2, 1).unsqueeze(2)).abs(),
+                                                (columns - keypoints.select(2, 0).unsqueeze(2)).abs());  // B x K x cells
+  return std::get<1>(distance.min(2));  // the first minimum: the lower cell
+}
+
+torch::Tensor oracle_part_hits(const PeakGeometry& geometry, const torch::Tensor& parts, int64_t height, int64_t width,
+                               const LocalisationSettings& settings) {
+  const int64_t b = parts.size(0), k = parts.size(1);
+  const torch::Tensor peaks = geometry.cell_peaks().index_select(0, geometry.nearest_cells(parts).flatten());  // B*K x 2
+  const torch::Tensor repeated = parts.to(torch::kCPU).repeat_interleave(k, 0);                                // B*K x K x 3
+  // Peak j of image i is part j's: keep whether it hit part j.
+  return parts_near_peaks(peaks, repeated, height, width, settings).view({b, k, k}).diagonal(0, 1, 2).contiguous();
+}
+
+torch::Tensor chance_part_hits(const PeakGeometry& geometry, const torch::Tensor& parts, const torch::Tensor& indices,
+                               int64_t prototypes, uint64_t seed, int64_t height, int64_t width,
+                               const LocalisationSettings& settings) {
+  const int64_t b = parts.size(0), k = parts.size(1);
+  const torch::Tensor peaks = geometry.cell_peaks().index_select(0, geometry.random_cells(indices, prototypes, seed));
+  const torch::Tensor repeated = parts.to(torch::kCPU).repeat_interleave(prototypes, 0);  // B*P x K x 3
+  return parts_near_peaks(peaks, repeated, height, width, settings).view({b, prototypes, k});
 }
 
 }  // namespace protoquant::metrics

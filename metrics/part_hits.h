@@ -28,4 +28,35 @@ torch::Tensor group_matrix(const std::vector<int64_t>& group, int64_t groups);
 PartHits part_hits(const torch::Tensor& similarity, const torch::Tensor& parts, const torch::Tensor& labels,
                    const torch::Tensor& classes, int64_t height, int64_t width, const LocalisationSettings& settings);
 
+// Reference levels of a localising metric on the same images and settings as the model's maps
+// (METRICS.md, "Chance and oracle levels"). Both place single-cell peaks through the same
+// upsampling and tie rule, as a similarity map that peaks at that one cell would localise:
+//   chance: each (image, prototype) map peaks at a random cell, seeded per image;
+//   oracle: for each part, the map peaks at the cell whose peak lands nearest its keypoint.
+class PeakGeometry {
+ public:
+  // An h x w grid of cells over H x W pixels.
+  PeakGeometry(int64_t grid_height, int64_t grid_width, int64_t height, int64_t width, const LocalisationSettings& settings);
+  bool fits(int64_t grid_height, int64_t grid_width) const { return grid_h_ == grid_height && grid_w_ == grid_width; }
+  // (h * w) x 2 (row, column): where a map that peaks at cell c alone localises.
+  const torch::Tensor& cell_peaks() const { return peaks_; }
+  // B * per_image random cells (B * per_image int64), image i's drawn from seed * 1000003 + indices[i].
+  torch::Tensor random_cells(const torch::Tensor& indices, int64_t per_image, uint64_t seed) const;
+  // parts B x K x 3 -> B x K int64: per keypoint, the cell whose peak is nearest it (Chebyshev
+  // distance to the truncated keypoint; ties to the lower cell).
+  torch::Tensor nearest_cells(const torch::Tensor& parts) const;
+
+ private:
+  int64_t grid_h_, grid_w_;
+  torch::Tensor peaks_;
+};
+
+// B x K bool: part k is hit when the map peaks at the cell nearest its own keypoint (oracle).
+torch::Tensor oracle_part_hits(const PeakGeometry& geometry, const torch::Tensor& parts, int64_t height, int64_t width,
+                               const LocalisationSettings& settings);
+// B x P x K bool: the parts near each (image, prototype) pair's random peak (chance).
+torch::Tensor chance_part_hits(const PeakGeometry& geometry, const torch::Tensor& parts, const torch::Tensor& indices,
+                               int64_t prototypes, uint64_t seed, int64_t height, int64_t width,
+                               const LocalisationSettings& settings);
+
 }  // namespace protoquant::metrics

@@ -25,7 +25,8 @@ absl::Status register_metrics(Registry& registry) {
       {"consistency", "EvalProtoPNet's consistency: prototypes that land on the same part across their classes' images",
        Consistency::schema(), [](const Params& p, const BuildContext&) -> Built {
          return std::make_shared<Consistency>(localisation_settings(p), prototype_class_rule(p),
-                                              p.get_float("part_threshold"), p.get_bool("merge_left_right"));
+                                              p.get_float("part_threshold"), p.get_bool("merge_left_right"),
+                                              static_cast<uint64_t>(p.get_int("chance_seed")));
        }}));
   PQ_RETURN_IF_ERROR(registry.metrics.add(
       {"stability", "EvalProtoPNet's stability: the parts a prototype lands on, unchanged under input noise",
@@ -38,7 +39,8 @@ absl::Status register_metrics(Registry& registry) {
       {"purity", "PIP-Net's purity: how often a prototype's top training patches contain its best part",
        Purity::schema(), [](const Params& p, const BuildContext&) -> Built {
          return std::make_shared<Purity>(localisation_settings(p), p.get_int("top_k"), p.get_float("weight_threshold"),
-                                         p.get_bool("merge_left_right"), p.get_string("denominator"));
+                                         p.get_bool("merge_left_right"), p.get_string("denominator"),
+                                         static_cast<uint64_t>(p.get_int("chance_seed")));
        }}));
   PQ_RETURN_IF_ERROR(registry.metrics.add(
       {"grounding", "mean top-k cosine similarity of each prototype to real training feature vectors",

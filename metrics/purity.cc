@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -22,7 +23,10 @@ ParamSchema Purity::schema() {
       ParamSpec::String("denominator", "visible",
                         "per part: hits over the top images where it is visible (visible, PIP-Net) or over all "
                         "top images (top_k, the corrected variant)")
-          .one_of({"visible", "top_k"})};
+          .one_of({"visible", "top_k"}),
+      ParamSpec::Int("chance_seed", 0, "seed of the chance level's random peak cells (per image: seed * 1000003 + "
+                                       "its index)")
+          .min(0)};
   // PIP-Net finds the peak by max over rows, then over columns.
   ParamSchema localisation = localisation_schema();
   return schema.extend(localisation.with_default("ties", std::string("column_first")));
@@ -72,6 +76,7 @@ void Purity::keep_top(const Top& candidates) {
 absl::Status Purity::update(const EvalBatch& batch) {
   const torch::Tensor s = batch.similarity.detach().to(torch::kCPU, torch::kFloat32);  // B x P x h x w
   const int64_t b = s.size(0), p = s.size(1), gh = s.size(2), gw = s.size(3);
+  grid_h_ = gh, grid_w_ = gw;
   // The peak cell at feature resolution, under the tie rule (the localisation service's).
   const torch::Tensor value = std::get<0>(s.flatten(2).max(2));                       // B x P
   const torch::Tensor peaks = peak_positions(s.flatten(0, 1), localisation_.ties).view({b, p, 2});
@@ -117,13 +122,40 @@ absl::Status Purity::merge(const Metric& other) {
   return absl::OkStatus();
 }
 
+torch::Tensor Purity::best_part(const torch::Tensor& top_hits) const {
+  const torch::Tensor filled = top_.images.ge(0).unsqueeze(2);                       // P x k x 1
+  const torch::Tensor visible = (top_.visible & filled).to(torch::kFloat64).sum(1);   // P x G
+  const torch::Tensor hits = (top_hits & filled).to(torch::kFloat64).sum(1);          // P x G
+  const torch::Tensor denominator = denominator_ == "visible" ? visible : filled.to(torch::kFloat64).sum(1).expand_as(hits);
+  const torch::Tensor per_part = torch::where(denominator.gt(0), hits / denominator.clamp_min(1), torch::zeros_like(hits));
+  return std::get<0>(per_part.max(1));  // P
+}
+
+torch::Tensor Purity::patch_hits(const torch::Tensor& cells) const {
+  const int64_t p = top_.keypoints.size(0), k = top_.keypoints.size(1), parts = top_.keypoints.size(2);
+  torch::Tensor hits = torch::zeros({p, k, groups_}, torch::kBool);
+  const torch::Tensor cell = cells.to(torch::kInt64).contiguous();
+  auto c = cell.accessor<int64_t, 3>();
+  auto kp = top_.keypoints.accessor<float, 4>();
+  auto h = hits.accessor<bool, 3>();
+  auto g = part_group_.accessor<int64_t, 1>();
+  for (int64_t q = 0; q < p; ++q) {
+    for (int64_t t = 0; t < k; ++t) {
+      for (int64_t j = 0; j < parts; ++j) {
+        if (kp[q][t][j][2] <= 0.5F) continue;
+        const int64_t at = c[q][t][cell.size(2) == 1 ? 0 : j];
+        const PixelBox box = purity_patch(at / grid_w_, at % grid_w_, grid_h_, grid_w_, height_, width_, localisation_.patch_size);
+        if (inside(box, kp[q][t][j][0], kp[q][t][j][1])) h[q][t][g[j]] = true;
+      }
+    }
+  }
+  return hits;
+}
+
 absl::StatusOr<nlohmann::json> Purity::compute() {
   if (!selected_.defined()) return absl::FailedPreconditionError("purity: computed before the evaluation pass began");
   const int64_t count = selected_.sum().item<int64_t>();
   if (count == 0) return absl::FailedPreconditionError("purity: no prototype has a class weight above the threshold");
-  const torch::Tensor filled = top_.images.ge(0).unsqueeze(2);                       // P x k x 1
-  const torch::Tensor visible = (top_.visible & filled).to(torch::kFloat64).sum(1);   // P x G
-  const torch::Tensor hits = (top_.hits & filled).to(torch::kFloat64).sum(1);         // P x G
   if (dump_) {
     dump_->set("top_images", top_.images, "P x k training image indices, highest max-similarity first (-1: none)");
     dump_->set("top_values", top_.values, "P x k their maxima of the (unclamped) similarity map");
@@ -132,10 +164,34 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
     dump_->set("part_group", part_group_, "K the merged part each keypoint counts for (left into right)");
     dump_->set("selected", selected_, "P prototypes evaluated (largest class weight above weight_threshold)");
   }
-  const torch::Tensor denominator = denominator_ == "visible" ? visible : filled.to(torch::kFloat64).sum(1).expand_as(hits);
-  const torch::Tensor per_part = torch::where(denominator.gt(0), hits / denominator.clamp_min(1), torch::zeros_like(hits));
-  const torch::Tensor all = std::get<0>(per_part.max(1));  // P
+  const torch::Tensor all = best_part(top_.hits);          // P
   const torch::Tensor purity = all.masked_select(selected_);  // count
+  // The chance and oracle levels, on the same top images and patches.
+  double chance = 0, oracle = 0;
+  if (grid_h_ > 0) {
+    const int64_t p = top_.images.size(0), k = top_.images.size(1);
+    // Chance: image i's prototypes peak at cells drawn from seed * 1000003 + i (one draw of P per image).
+    torch::Tensor random = torch::zeros({p, k, 1}, torch::kInt64);
+    std::map<int64_t, torch::Tensor> drawn;
+    auto images = top_.images.accessor<int64_t, 2>();
+    for (int64_t q = 0; q < p; ++q) {
+      for (int64_t t = 0; t < k; ++t) {
+        if (images[q][t] < 0) continue;
+        auto [it, added] = drawn.try_emplace(images[q][t]);
+        if (added) {
+          auto generator = at::make_generator<at::CPUGeneratorImpl>(chance_seed_ * 1000003ULL + static_cast<uint64_t>(images[q][t]));
+          it->second = torch::randint(grid_h_ * grid_w_, {p}, generator, torch::kInt64);
+        }
+        random[q][t][0] = it->second[q];
+      }
+    }
+    // Oracle: each part's own keypoint cell, floor(y h / H), floor(x w / W).
+    const torch::Tensor xy = top_.keypoints.narrow(3, 0, 2);
+    const torch::Tensor row = (xy.select(3, 1) * grid_h_ / height_).floor().clamp(0, grid_h_ - 1).to(torch::kInt64);
+    const torch::Tensor column = (xy.select(3, 0) * grid_w_ / width_).floor().clamp(0, grid_w_ - 1).to(torch::kInt64);
+    chance = best_part(patch_hits(random)).masked_select(selected_).mean().item<double>();
+    oracle = best_part(patch_hits(row * grid_w_ + column)).masked_select(selected_).mean().item<double>();
+  }
   // Per prototype, for the gallery: null where the prototype was not evaluated.
   nlohmann::json per_prototype = nlohmann::json::array();
   const torch::Tensor all_cpu = all.cpu(), selected_cpu = selected_.cpu();
@@ -146,12 +202,17 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
   }
   nlohmann::json settings = localisation_.to_json();
   settings.update({{"top_k", top_k_}, {"weight_threshold", weight_threshold_}, {"merge_left_right", merge_},
-                   {"merged_parts", groups_}, {"map", "similarity, unclamped"}, {"denominator", denominator_}});
+                   {"merged_parts", groups_}, {"map", "similarity, unclamped"}, {"denominator", denominator_},
+                   {"chance_seed", chance_seed_},
+                   {"chance", "the same top images, each peaking at a random cell (seeded per image)"},
+                   {"oracle", "the same top images, each part's peak at the cell holding its keypoint"}});
   return nlohmann::json{{"values",
                          {{"purity", purity.mean().item<double>()},
                           {"purity_std", count > 1 ? purity.std().item<double>() : 0.0},
                           {"pure_prototypes", purity.gt(0.5).sum().item<int64_t>()},
-                          {"evaluated_prototypes", count}}},
+                          {"evaluated_prototypes", count},
+                          {"purity_chance", chance},
+                          {"purity_oracle", oracle}}},
                         {"settings", settings},
                         {"per_prototype", {{"purity", per_prototype}}}};
 }

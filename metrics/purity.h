@@ -5,7 +5,9 @@
 // visible (PIP-Net's denominator; denominator = "top_k" divides by the top images instead); a
 // prototype's purity is its best part. Left parts
 // are merged into right ones by OR (merge_left_right; part names "left X" / "right X").
-// Reported: mean, std and the count above 0.5. The state is a running top-k per prototype.
+// Reported: mean, std and the count above 0.5, and the chance level (the same top images, each
+// peaking at a random cell) and oracle level (each peaking at the cell that holds the part's
+// keypoint) of the same patches. The state is a running top-k per prototype.
 //
 // PIP-Net's own test loop decrements every class weight by 1e-3 in place before each batch: a
 // bug, not reproduced (the class weights are read once, unchanged).
@@ -19,9 +21,9 @@ namespace protoquant::metrics {
 class Purity : public Metric {
  public:
   Purity(LocalisationSettings localisation, int64_t top_k, double weight_threshold, bool merge_left_right,
-         std::string denominator)
+         std::string denominator, uint64_t chance_seed = 0)
       : localisation_(localisation), top_k_(top_k), weight_threshold_(weight_threshold), merge_(merge_left_right),
-        denominator_(std::move(denominator)) {}
+        denominator_(std::move(denominator)), chance_seed_(chance_seed) {}
   static ParamSchema schema();
 
   MetricNeeds needs() const override {
@@ -45,13 +47,20 @@ class Purity : public Metric {
     torch::Tensor values, images, hits, visible, locations, keypoints;
   };
   void keep_top(const Top& candidates);
+  // Per prototype, its best part's share of hits when the top images' peaks sit at `cells`
+  // (P x k x K int64: the cell of each (prototype, image) pair for each part).
+  torch::Tensor best_part(const torch::Tensor& hits) const;
+  // Hits P x k x G of the patches at `cells` (P x k x K' cells; K' = 1: one cell for every part).
+  torch::Tensor patch_hits(const torch::Tensor& cells) const;
 
   LocalisationSettings localisation_;
   int64_t top_k_;
   double weight_threshold_;
   bool merge_;
   std::string denominator_;
+  uint64_t chance_seed_;
   int64_t height_ = 0, width_ = 0;
+  int64_t grid_h_ = 0, grid_w_ = 0;  // the similarity maps' (0 until a batch came)
   torch::Tensor part_group_;  // K int64: the merged part each keypoint counts for
   int64_t groups_ = 0;
   torch::Tensor selected_;    // P bool: prototypes with a class weight above the threshold

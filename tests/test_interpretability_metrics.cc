@@ -192,6 +192,10 @@ TEST(InterpretabilityMetrics, AnOracleHeadScoresPurityOneAndConsistencyHundred) 
   const json c = computed(*consistency);
   EXPECT_EQ(c["evaluated_prototypes"], 8);
   EXPECT_DOUBLE_EQ(c["consistency"].get<double>(), 100.0);
+  // The oracle level: a 4-px grid puts a peak within 2 px of every keypoint, inside the +-6 region.
+  EXPECT_DOUBLE_EQ(c["consistency_oracle"].get<double>(), 100.0);
+  EXPECT_DOUBLE_EQ(c["best_part_ratio_oracle"].get<double>(), 1.0);
+  EXPECT_LT(c["mean_part_ratio_chance"].get<double>(), 0.35);
 
   // patch 8 on a 12-cell grid over 48 px: PIP-Net's stride round(40 / 11) = 4 = the feature stride.
   auto purity = build_metric("purity", {{"patch_size", int64_t{8}}});
@@ -201,6 +205,8 @@ TEST(InterpretabilityMetrics, AnOracleHeadScoresPurityOneAndConsistencyHundred) 
   EXPECT_EQ(p["evaluated_prototypes"], 8);
   EXPECT_DOUBLE_EQ(p["purity"].get<double>(), 1.0);
   EXPECT_EQ(p["pure_prototypes"], 8);
+  EXPECT_DOUBLE_EQ(p["purity_oracle"].get<double>(), 1.0);  // the cell holding a keypoint: its 8-px patch does
+  EXPECT_LT(p["purity_chance"].get<double>(), 0.5);
 }
 
 // Peaks uniform over the pixels (maps at input resolution, random): the chance that a part lies
@@ -257,6 +263,9 @@ TEST(InterpretabilityMetrics, RandomPrototypesScoreTheChanceLevelOfThePartGeomet
   EXPECT_NEAR(c["mean_part_ratio"].get<double>(), chance, 0.01);
   EXPECT_LT(chance, 0.2);
   EXPECT_DOUBLE_EQ(c["consistency"].get<double>(), 0.0);  // no part comes near 0.8 by chance
+  // The metric's own chance level: random cells of this input-resolution grid are random pixels.
+  EXPECT_NEAR(c["mean_part_ratio_chance"].get<double>(), chance, 0.01);
+  EXPECT_DOUBLE_EQ(c["consistency_chance"].get<double>(), 0.0);
 
   // Purity over every training image (top_k = all): per part, the mean chance over the images
   // where it is visible; a prototype's purity is its best part, within sampling noise.
@@ -278,6 +287,70 @@ TEST(InterpretabilityMetrics, RandomPrototypesScoreTheChanceLevelOfThePartGeomet
   const json p = computed(*purity);
   EXPECT_NEAR(p["purity"].get<double>(), best_chance, 0.04);
   EXPECT_LT(p["purity"].get<double>(), 0.25);
+  // Its own chance level is the same estimator on random cells: a prototype's best of 8 noisy
+  // part ratios sits above the mean chance by about the same amount for both.
+  EXPECT_NEAR(p["purity_chance"].get<double>(), p["purity"].get<double>(), 0.02);
+  EXPECT_GT(p["purity_chance"].get<double>(), best_chance - 0.01);
+}
+
+// The oracle level from the part geometry alone, computed here with PyTorch's bicubic (not the
+// metric's OpenCV): a 16-cell grid over 48 px puts each cell's peak on pixel 3 r + 1 (no ties);
+// with half_size 0 a part counts only when its keypoint is that very pixel.
+TEST(InterpretabilityMetrics, TheOracleLevelFollowsThePartGeometry) {
+  const auto& data = synth_data();
+  const int64_t grid = 16, cells = grid * grid, prototypes = 4;
+  const EvalContext context = context_for(torch::ones({6, prototypes}));
+  auto consistency = build_metric("consistency", {{"half_size", int64_t{0}}});
+  ASSERT_TRUE(consistency->begin(context).ok());
+  torch::manual_seed(3);
+  feed(*consistency, "test", data.test, torch::rand({data.test.size, prototypes, grid, grid}));
+  const json c = computed(*consistency);
+
+  const torch::Tensor up = torch::upsample_bicubic2d(torch::eye(cells).view({cells, 1, grid, grid}), {kImage, kImage}, false);
+  const torch::Tensor flat_peak = up.flatten(1).argmax(1);  // row-major first maximum
+  const torch::Tensor rows = torch::div(flat_peak, kImage, "floor"), columns = flat_peak.remainder(kImage);
+  const auto parts = data.test.data.parts;
+  double best = 0;
+  for (int64_t k = 0; k < parts.size(1); ++k) {
+    int64_t hits = 0, visible = 0;
+    for (int64_t i = 0; i < parts.size(0); ++i) {
+      if (parts[i][k][2].item<float>() <= 0.5F) continue;
+      ++visible;
+      const auto x = static_cast<int64_t>(parts[i][k][0].item<float>()), y = static_cast<int64_t>(parts[i][k][1].item<float>());
+      const auto distance = torch::maximum((rows - y).abs(), (columns - x).abs());
+      const int64_t nearest = distance.argmin().item<int64_t>();
+      hits += rows[nearest].item<int64_t>() == y && columns[nearest].item<int64_t>() == x ? 1 : 0;
+    }
+    if (visible > 0) best = std::max(best, static_cast<double>(hits) / static_cast<double>(visible));
+  }
+  EXPECT_NEAR(c["best_part_ratio_oracle"].get<double>(), best, 1e-12);
+  EXPECT_GT(best, 0.0);
+  EXPECT_LT(best, 0.5);
+  EXPECT_DOUBLE_EQ(c["consistency_oracle"].get<double>(), best >= 0.8 ? 100.0 : 0.0);
+
+  // Purity's oracle: the peak at the cell holding the keypoint, floor(y / 4) on a 12-cell grid;
+  // PIP-Net's 2-px patch of cell r spans 4 r .. 4 r + 2 (skip round(46 / 11) = 4), so a keypoint
+  // 3 px into its cell is missed. Every training image is a top image of every prototype.
+  auto purity = build_metric("purity", {{"patch_size", int64_t{2}}, {"top_k", data.train.size}});
+  ASSERT_TRUE(purity->begin(context).ok());
+  feed(*purity, "train", data.train, torch::rand({data.train.size, prototypes, kGrid, kGrid}));
+  const json p = computed(*purity);
+  const auto train_parts = data.train.data.parts;
+  double best_patch = 0;
+  for (int64_t k = 0; k < train_parts.size(1); ++k) {
+    int64_t hits = 0, visible = 0;
+    for (int64_t i = 0; i < train_parts.size(0); ++i) {
+      if (train_parts[i][k][2].item<float>() <= 0.5F) continue;
+      ++visible;
+      const auto x = static_cast<int64_t>(train_parts[i][k][0].item<float>()),
+                 y = static_cast<int64_t>(train_parts[i][k][1].item<float>());
+      hits += (y % kStride <= 2 && x % kStride <= 2) ? 1 : 0;
+    }
+    if (visible > 0) best_patch = std::max(best_patch, static_cast<double>(hits) / static_cast<double>(visible));
+  }
+  EXPECT_NEAR(p["purity_oracle"].get<double>(), best_patch, 1e-12);
+  EXPECT_GT(best_patch, 0.3);
+  EXPECT_LT(best_patch, 0.9);
 }
 
 TEST(InterpretabilityMetrics, MergedShardsEqualTheWholeSplit) {
