@@ -45,7 +45,7 @@ PartHits part_hits(const torch::Tensor& similarity, const torch::Tensor& parts, 
   for (int64_t begin = 0; begin < pairs.size(0); begin += kChunk) {
     const torch::Tensor chunk = pairs.slice(0, begin, std::min(pairs.size(0), begin + kChunk));
     const torch::Tensor maps = flat.index_select(0, chunk.to(flat.device()));
-    const torch::Tensor peaks = peak_positions(upsample_maps(maps, height, width, settings.upsampling), settings.ties);
+    const torch::Tensor peaks = localise_peaks(maps, height, width, settings);
     const torch::Tensor pair_parts = all_parts.index_select(0, torch::div(chunk, p, "floor"));
     out.hits.view({b * p, k}).index_copy_(0, chunk, parts_near_peaks(peaks, pair_parts, height, width, settings));
   }
@@ -57,7 +57,7 @@ PeakGeometry::PeakGeometry(int64_t grid_height, int64_t grid_width, int64_t heig
     : grid_h_(grid_height), grid_w_(grid_width) {
   const int64_t cells = grid_height * grid_width;
   const torch::Tensor one_hot = torch::eye(cells, torch::kFloat32).view({cells, grid_height, grid_width});
-  peaks_ = peak_positions(upsample_maps(one_hot, height, width, settings.upsampling), settings.ties);
+  peaks_ = localise_peaks(one_hot, height, width, settings);
 }
 
 torch::Tensor PeakGeometry::random_cells(const torch::Tensor& indices, int64_t per_image, uint64_t seed) const {

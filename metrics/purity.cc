@@ -96,7 +96,7 @@ absl::Status Purity::update(const EvalBatch& batch) {
       if (kp[i][j][2] > 0.5F) v[i][g[j]] = true;
     }
     for (int64_t q = 0; q < p; ++q) {
-      const PixelBox box = purity_patch(r[i][q], c[i][q], gh, gw, height_, width_, localisation_.patch_size);
+      const PixelBox box = patch_of_cell(r[i][q], c[i][q], gh, gw, height_, width_, localisation_);
       for (int64_t j = 0; j < k; ++j) {
         if (kp[i][j][2] > 0.5F && inside(box, kp[i][j][0], kp[i][j][1])) h[i][q][g[j]] = true;
       }
@@ -144,7 +144,7 @@ torch::Tensor Purity::patch_hits(const torch::Tensor& cells) const {
       for (int64_t j = 0; j < parts; ++j) {
         if (kp[q][t][j][2] <= 0.5F) continue;
         const int64_t at = c[q][t][cell.size(2) == 1 ? 0 : j];
-        const PixelBox box = purity_patch(at / grid_w_, at % grid_w_, grid_h_, grid_w_, height_, width_, localisation_.patch_size);
+        const PixelBox box = patch_of_cell(at / grid_w_, at % grid_w_, grid_h_, grid_w_, height_, width_, localisation_);
         if (inside(box, kp[q][t][j][0], kp[q][t][j][1])) h[q][t][g[j]] = true;
       }
     }

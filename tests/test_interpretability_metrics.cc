@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "datasets/image/synthparts.h"
 #include "protoquant/evaluation_pass.h"
@@ -39,6 +40,36 @@ TEST(Localisation, BicubicIsOpenCvsInterCubicAsTorchComputesItToo) {
   const torch::Tensor linear = upsample_maps(maps, 28, 36, Upsampling::kBilinear);
   const torch::Tensor torch_linear = torch::upsample_bilinear2d(maps.unsqueeze(1), {28, 36}, false).squeeze(1);
   EXPECT_LT((linear - torch_linear).abs().max().item<float>(), 1e-4);
+}
+
+TEST(Localisation, CellCentreAnchoringCentresPatchesAndPeaksOnTheCell) {
+  LocalisationSettings centred;
+  centred.anchor = Anchor::kCellCentre;
+  centred.patch_size = 8;
+  // 14 cells over 56 px: cell r's centre is 4 r + 2; the patch spans centre -+ 4, inside the image.
+  const PixelBox middle = patch_of_cell(3, 5, 14, 14, 56, 56, centred);
+  EXPECT_EQ(middle.y0, 10);
+  EXPECT_EQ(middle.y1, 18);
+  EXPECT_EQ(middle.x0, 18);
+  EXPECT_EQ(middle.x1, 26);
+  EXPECT_EQ(patch_of_cell(0, 13, 14, 14, 56, 56, centred).y0, 0);   // shifted in at the top
+  EXPECT_EQ(patch_of_cell(0, 13, 14, 14, 56, 56, centred).x1, 56);  // and at the right
+  // The references' anchoring is PIP-Net's patch, unchanged.
+  LocalisationSettings reference;
+  reference.patch_size = 8;
+  const PixelBox pip = patch_of_cell(3, 5, 14, 14, 56, 56, reference);
+  const PixelBox direct = purity_patch(3, 5, 14, 14, 56, 56, 8);
+  EXPECT_EQ(pip.y0, direct.y0);
+  EXPECT_EQ(pip.x1, direct.x1);
+  // Peaks: the centre pixel of the peak cell, floor((r + 1/2) * 4), without upsampling.
+  torch::Tensor maps = torch::zeros({2, 12, 12});
+  maps[0][2][5] = 1;
+  maps[1][11][0] = 1;
+  const torch::Tensor peaks = localise_peaks(maps, 48, 48, centred);
+  EXPECT_EQ(peaks[0][0].item<int64_t>(), 10);
+  EXPECT_EQ(peaks[0][1].item<int64_t>(), 22);
+  EXPECT_EQ(peaks[1][0].item<int64_t>(), 46);
+  EXPECT_EQ(peaks[1][1].item<int64_t>(), 2);
 }
 
 TEST(Localisation, TieRulesPickTheReferencesMaxima) {
@@ -293,6 +324,21 @@ TEST(InterpretabilityMetrics, RandomPrototypesScoreTheChanceLevelOfThePartGeomet
   EXPECT_GT(p["purity_chance"].get<double>(), best_chance - 0.01);
 }
 
+// The best part's share of visible keypoints (truncated to pixels) for which `hit(x, y)` holds.
+double best_part_ratio(const torch::Tensor& parts, const std::function<bool(int64_t, int64_t)>& hit) {
+  double best = 0;
+  for (int64_t k = 0; k < parts.size(1); ++k) {
+    int64_t hits = 0, visible = 0;
+    for (int64_t i = 0; i < parts.size(0); ++i) {
+      if (parts[i][k][2].item<float>() <= 0.5F) continue;
+      ++visible;
+      hits += hit(static_cast<int64_t>(parts[i][k][0].item<float>()), static_cast<int64_t>(parts[i][k][1].item<float>())) ? 1 : 0;
+    }
+    if (visible > 0) best = std::max(best, static_cast<double>(hits) / static_cast<double>(visible));
+  }
+  return best;
+}
+
 // The oracle level from the part geometry alone, computed here with PyTorch's bicubic (not the
 // metric's OpenCV): a 16-cell grid over 48 px puts each cell's peak on pixel 3 r + 1 (no ties);
 // with half_size 0 a part counts only when its keypoint is that very pixel.
@@ -309,20 +355,10 @@ TEST(InterpretabilityMetrics, TheOracleLevelFollowsThePartGeometry) {
   const torch::Tensor up = torch::upsample_bicubic2d(torch::eye(cells).view({cells, 1, grid, grid}), {kImage, kImage}, false);
   const torch::Tensor flat_peak = up.flatten(1).argmax(1);  // row-major first maximum
   const torch::Tensor rows = torch::div(flat_peak, kImage, "floor"), columns = flat_peak.remainder(kImage);
-  const auto parts = data.test.data.parts;
-  double best = 0;
-  for (int64_t k = 0; k < parts.size(1); ++k) {
-    int64_t hits = 0, visible = 0;
-    for (int64_t i = 0; i < parts.size(0); ++i) {
-      if (parts[i][k][2].item<float>() <= 0.5F) continue;
-      ++visible;
-      const auto x = static_cast<int64_t>(parts[i][k][0].item<float>()), y = static_cast<int64_t>(parts[i][k][1].item<float>());
-      const auto distance = torch::maximum((rows - y).abs(), (columns - x).abs());
-      const int64_t nearest = distance.argmin().item<int64_t>();
-      hits += rows[nearest].item<int64_t>() == y && columns[nearest].item<int64_t>() == x ? 1 : 0;
-    }
-    if (visible > 0) best = std::max(best, static_cast<double>(hits) / static_cast<double>(visible));
-  }
+  const double best = best_part_ratio(data.test.data.parts, [&](int64_t x, int64_t y) {
+    const int64_t nearest = torch::maximum((rows - y).abs(), (columns - x).abs()).argmin().item<int64_t>();
+    return rows[nearest].item<int64_t>() == y && columns[nearest].item<int64_t>() == x;
+  });
   EXPECT_NEAR(c["best_part_ratio_oracle"].get<double>(), best, 1e-12);
   EXPECT_GT(best, 0.0);
   EXPECT_LT(best, 0.5);
@@ -336,21 +372,20 @@ TEST(InterpretabilityMetrics, TheOracleLevelFollowsThePartGeometry) {
   feed(*purity, "train", data.train, torch::rand({data.train.size, prototypes, kGrid, kGrid}));
   const json p = computed(*purity);
   const auto train_parts = data.train.data.parts;
-  double best_patch = 0;
-  for (int64_t k = 0; k < train_parts.size(1); ++k) {
-    int64_t hits = 0, visible = 0;
-    for (int64_t i = 0; i < train_parts.size(0); ++i) {
-      if (train_parts[i][k][2].item<float>() <= 0.5F) continue;
-      ++visible;
-      const auto x = static_cast<int64_t>(train_parts[i][k][0].item<float>()),
-                 y = static_cast<int64_t>(train_parts[i][k][1].item<float>());
-      hits += (y % kStride <= 2 && x % kStride <= 2) ? 1 : 0;
-    }
-    if (visible > 0) best_patch = std::max(best_patch, static_cast<double>(hits) / static_cast<double>(visible));
-  }
+  const double best_patch = best_part_ratio(train_parts, [](int64_t x, int64_t y) { return y % kStride <= 2 && x % kStride <= 2; });
   EXPECT_NEAR(p["purity_oracle"].get<double>(), best_patch, 1e-12);
   EXPECT_GT(best_patch, 0.3);
   EXPECT_LT(best_patch, 0.9);
+
+  // Anchored on the cell's centre 4 r + 2, the 2-px patch spans 4 r + 1 .. 4 r + 3 instead.
+  auto centred = build_metric("purity", {{"patch_size", int64_t{2}}, {"top_k", data.train.size},
+                                         {"anchor", std::string("cell_centre")}});
+  ASSERT_TRUE(centred->begin(context).ok());
+  feed(*centred, "train", data.train, torch::rand({data.train.size, prototypes, kGrid, kGrid}));
+  const double best_centred =
+      best_part_ratio(train_parts, [](int64_t x, int64_t y) { return y % kStride >= 1 && x % kStride >= 1; });
+  EXPECT_NEAR(computed(*centred)["purity_oracle"].get<double>(), best_centred, 1e-12);
+  EXPECT_NE(best_centred, best_patch);
 }
 
 TEST(InterpretabilityMetrics, MergedShardsEqualTheWholeSplit) {

@@ -25,7 +25,16 @@ enum class PeakTies {
   kColumnFirst,  // PIP-Net's max over rows then over columns: the lowest column, then the lowest row
 };
 
+// Where the region (consistency, stability) and the patch (purity) are anchored.
+enum class Anchor {
+  kPeak,        // the references': the region around the upsampled map's peak pixel, PIP-Net's patch
+                // at cell * stride (comparable with published numbers)
+  kCellCentre,  // both centred on the peak cell's centre, ((r + 1/2) H / h, (c + 1/2) W / w): where
+                // the cell's receptive field is centred for a backbone whose padding keeps it so
+};
+
 struct LocalisationSettings {
+  Anchor anchor = Anchor::kPeak;
   Upsampling upsampling = Upsampling::kBicubic;
   PeakTies ties = PeakTies::kRowMajor;
   // The region around the peak (consistency, stability): rows max(0, y - h) .. min(H, y + h), the
@@ -62,6 +71,16 @@ struct PixelBox {
 };
 PixelBox purity_patch(int64_t row, int64_t column, int64_t grid_height, int64_t grid_width, int64_t height,
                       int64_t width, int64_t patch_size);
+// The patch of a cell as `settings.anchor` says: PIP-Net's (purity_patch), or patch_size wide
+// centred on the cell's centre (y0 = round(centre - patch_size / 2)), shifted inside the image.
+PixelBox patch_of_cell(int64_t row, int64_t column, int64_t grid_height, int64_t grid_width, int64_t height,
+                       int64_t width, const LocalisationSettings& settings);
+
+// Where maps N x h x w localise in an H x W image, N x 2 (row, column) pixels, as `settings.anchor`
+// says: the upsampled map's peak (kPeak), or the centre pixel floor((r + 1/2) H / h) of the peak
+// cell (kCellCentre, no upsampling).
+torch::Tensor localise_peaks(const torch::Tensor& maps, int64_t height, int64_t width,
+                             const LocalisationSettings& settings);
 
 // A part keypoint inside an inclusive box (coordinates truncated to integers, as the references).
 inline bool inside(const PixelBox& box, float x, float y) {

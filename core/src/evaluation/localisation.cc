@@ -10,7 +10,8 @@
 namespace protoquant {
 
 nlohmann::json LocalisationSettings::to_json() const {
-  return {{"upsampling", upsampling == Upsampling::kBicubic ? "bicubic" : "bilinear"},
+  return {{"anchor", anchor == Anchor::kPeak ? "peak" : "cell_centre"},
+          {"upsampling", upsampling == Upsampling::kBicubic ? "bicubic" : "bilinear"},
           {"ties", ties == PeakTies::kRowMajor ? "row_major" : "column_first"},
           {"half_size", half_size},
           {"inclusive", inclusive},
@@ -19,6 +20,10 @@ nlohmann::json LocalisationSettings::to_json() const {
 
 ParamSchema localisation_schema() {
   return ParamSchema{
+      ParamSpec::String("anchor", "peak",
+                        "peak: the references' region around the upsampled peak and PIP-Net's patch; cell_centre: "
+                        "both centred on the peak cell's centre")
+          .one_of({"peak", "cell_centre"}),
       ParamSpec::String("upsampling", "bicubic", "similarity map to image: bicubic (OpenCV INTER_CUBIC) or bilinear")
           .one_of({"bicubic", "bilinear"}),
       ParamSpec::String("ties", "row_major",
@@ -33,6 +38,7 @@ ParamSchema localisation_schema() {
 
 LocalisationSettings localisation_settings(const Params& params) {
   LocalisationSettings settings;
+  settings.anchor = params.get_string("anchor") == "cell_centre" ? Anchor::kCellCentre : Anchor::kPeak;
   settings.upsampling = params.get_string("upsampling") == "bilinear" ? Upsampling::kBilinear : Upsampling::kBicubic;
   settings.ties = params.get_string("ties") == "column_first" ? PeakTies::kColumnFirst : PeakTies::kRowMajor;
   settings.half_size = params.get_int("half_size");
@@ -136,6 +142,32 @@ PixelBox purity_patch(int64_t row, int64_t column, int64_t grid_height, int64_t 
   const auto [y0, y1] = span(row, grid_height, height);
   const auto [x0, x1] = span(column, grid_width, width);
   return {y0, y1, x0, x1};
+}
+
+PixelBox patch_of_cell(int64_t row, int64_t column, int64_t grid_height, int64_t grid_width, int64_t height,
+                       int64_t width, const LocalisationSettings& settings) {
+  if (settings.anchor == Anchor::kPeak) {
+    return purity_patch(row, column, grid_height, grid_width, height, width, settings.patch_size);
+  }
+  auto span = [&](int64_t cell, int64_t cells, int64_t pixels) {
+    const int64_t patch = std::min(settings.patch_size, pixels);
+    const double centre = (static_cast<double>(cell) + 0.5) * static_cast<double>(pixels) / static_cast<double>(cells);
+    const int64_t lo = std::clamp<int64_t>(std::lround(centre - static_cast<double>(patch) / 2.0), 0, pixels - patch);
+    return std::pair<int64_t, int64_t>{lo, lo + patch};
+  };
+  const auto [y0, y1] = span(row, grid_height, height);
+  const auto [x0, x1] = span(column, grid_width, width);
+  return {y0, y1, x0, x1};
+}
+
+torch::Tensor localise_peaks(const torch::Tensor& maps, int64_t height, int64_t width,
+                             const LocalisationSettings& settings) {
+  if (settings.anchor == Anchor::kPeak) return peak_positions(upsample_maps(maps, height, width, settings.upsampling), settings.ties);
+  const int64_t h = maps.size(1), w = maps.size(2);
+  const torch::Tensor cells = peak_positions(maps.to(torch::kCPU, torch::kFloat32), settings.ties);  // N x 2
+  const torch::Tensor rows = ((cells.select(1, 0).to(torch::kFloat64) + 0.5) * height / h).floor().clamp(0, height - 1);
+  const torch::Tensor columns = ((cells.select(1, 1).to(torch::kFloat64) + 0.5) * width / w).floor().clamp(0, width - 1);
+  return torch::stack({rows, columns}, 1).to(torch::kInt64);
 }
 
 }  // namespace protoquant
