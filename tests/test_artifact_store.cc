@@ -49,16 +49,19 @@ TEST(StageKey, StableAcrossKeyOrderAndSensitiveToEveryValue) {
   }
 }
 
-TEST(StageKey, LibraryIdentityFollowsTheFileContent) {
+TEST(StageKey, LibraryIdentityIsTheContentThisProcessFirstSaw) {
   testing::TempDir dir;
   testing::write_text(dir / "lib.so", "one");
   const auto first = library_identity(dir / "lib.so");
   ASSERT_TRUE(first.ok());
   EXPECT_EQ((*first)["sha256"], sha256_hex("one"));
   EXPECT_EQ((*first)["library"], "lib.so");
-  sleep(1);  // a new modification time: the memo is keyed by it
+  // Rebuilt while this process runs (a sweep's later members): the identity of what it loaded.
+  sleep(1);
   testing::write_text(dir / "lib.so", "two");
-  EXPECT_EQ((*library_identity(dir / "lib.so"))["sha256"], sha256_hex("two"));
+  EXPECT_EQ((*library_identity(dir / "lib.so"))["sha256"], sha256_hex("one"));
+  testing::write_text(dir / "other.so", "two");
+  EXPECT_EQ((*library_identity(dir / "other.so"))["sha256"], sha256_hex("two"));
   EXPECT_FALSE(library_identity(dir / "absent.so").ok());
   EXPECT_TRUE(core_identity().ok());
 }

@@ -23,8 +23,8 @@ struct StageKey {
 // inputs gets "stage" and "format" added before hashing.
 StageKey make_stage_key(const std::string& stage, nlohmann::json inputs);
 
-// The identity of a library file: its name and SHA-256 (memoised per path and modification
-// time: the plugins are hashed once per process).
+// The identity of a library file: its name and SHA-256, hashed once per path and process (so a
+// library rebuilt while a sweep runs keeps the identity of the code the process loaded).
 absl::StatusOr<nlohmann::json> library_identity(const std::filesystem::path& library);
 
 // The core library's identity (the trainer, the stage runner): part of every stage's key.

@@ -25,14 +25,16 @@ StageKey make_stage_key(const std::string& stage, nlohmann::json inputs) {
 }
 
 absl::StatusOr<nlohmann::json> library_identity(const fs::path& library) {
+  // Once per path and process: the identity of the code this process loaded. A library rebuilt
+  // while a long sweep runs must not change the keys of its later members (they still run the
+  // code loaded at the start, and would compute every stage again under new keys).
   static std::mutex mutex;
-  static std::map<std::pair<std::string, int64_t>, nlohmann::json> known;
+  static std::map<std::string, nlohmann::json> known;
   std::error_code ec;
   const fs::path path = fs::weakly_canonical(library, ec);
-  const auto modified = fs::last_write_time(path, ec).time_since_epoch().count();
-  if (ec) return absl::NotFoundError(fmt::format("{}: library not found", library.string()));
+  if (ec || !fs::exists(path, ec)) return absl::NotFoundError(fmt::format("{}: library not found", library.string()));
   std::lock_guard<std::mutex> lock(mutex);
-  auto [it, inserted] = known.try_emplace({path.string(), static_cast<int64_t>(modified)});
+  auto [it, inserted] = known.try_emplace(path.string());
   if (inserted) {
     auto digest = sha256_file(path);
     if (!digest.ok()) {
