@@ -60,14 +60,14 @@ PeakGeometry::PeakGeometry(int64_t grid_height, int64_t grid_width, int64_t heig
   peaks_ = localise_peaks(one_hot, height, width, settings);
 }
 
-torch::Tensor PeakGeometry::random_cells(const torch::Tensor& indices, int64_t per_image, uint64_t seed) const {
+torch::Tensor random_cells(const torch::Tensor& indices, int64_t cells, int64_t per_image, uint64_t seed) {
   const torch::Tensor where = indices.to(torch::kCPU, torch::kInt64);
-  std::vector<torch::Tensor> cells;
+  std::vector<torch::Tensor> drawn;
   for (int64_t i = 0; i < where.size(0); ++i) {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(where[i].item<int64_t>()));
-    cells.push_back(torch::randint(grid_h_ * grid_w_, {per_image}, generator, torch::kInt64));
+    drawn.push_back(torch::randint(cells, {per_image}, generator, torch::kInt64));
   }
-  return cells.empty() ? torch::zeros({0}, torch::kInt64) : torch::cat(cells);
+  return drawn.empty() ? torch::zeros({0}, torch::kInt64) : torch::cat(drawn);
 }
 
 torch::Tensor PeakGeometry::nearest_cells(const torch::Tensor& parts) const {
@@ -91,7 +91,7 @@ torch::Tensor chance_part_hits(const PeakGeometry& geometry, const torch::Tensor
                                int64_t prototypes, uint64_t seed, int64_t height, int64_t width,
                                const LocalisationSettings& settings) {
   const int64_t b = parts.size(0), k = parts.size(1);
-  const torch::Tensor peaks = geometry.cell_peaks().index_select(0, geometry.random_cells(indices, prototypes, seed));
+  const torch::Tensor peaks = geometry.cell_peaks().index_select(0, random_cells(indices, geometry.cells(), prototypes, seed));
   const torch::Tensor repeated = parts.to(torch::kCPU).repeat_interleave(prototypes, 0);  // B*P x K x 3
   return parts_near_peaks(peaks, repeated, height, width, settings).view({b, prototypes, k});
 }

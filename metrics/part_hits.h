@@ -38,10 +38,9 @@ class PeakGeometry {
   // An h x w grid of cells over H x W pixels.
   PeakGeometry(int64_t grid_height, int64_t grid_width, int64_t height, int64_t width, const LocalisationSettings& settings);
   bool fits(int64_t grid_height, int64_t grid_width) const { return grid_h_ == grid_height && grid_w_ == grid_width; }
+  int64_t cells() const { return grid_h_ * grid_w_; }
   // (h * w) x 2 (row, column): where a map that peaks at cell c alone localises.
   const torch::Tensor& cell_peaks() const { return peaks_; }
-  // B * per_image random cells (B * per_image int64), image i's drawn from seed * 1000003 + indices[i].
-  torch::Tensor random_cells(const torch::Tensor& indices, int64_t per_image, uint64_t seed) const;
   // parts B x K x 3 -> B x K int64: per keypoint, the cell whose peak is nearest it (Chebyshev
   // distance to the truncated keypoint; ties to the lower cell).
   torch::Tensor nearest_cells(const torch::Tensor& parts) const;
@@ -54,6 +53,11 @@ class PeakGeometry {
 // B x K bool: part k is hit when the map peaks at the cell nearest its own keypoint (oracle).
 torch::Tensor oracle_part_hits(const PeakGeometry& geometry, const torch::Tensor& parts, int64_t height, int64_t width,
                                const LocalisationSettings& settings);
+// The chance level's peak cells: per image, `per_image` cells in [0, cells) drawn from a CPU
+// generator seeded with seed * 1000003 + its index (so any batching or sharding draws the same):
+// B * per_image int64, image by image.
+torch::Tensor random_cells(const torch::Tensor& indices, int64_t cells, int64_t per_image, uint64_t seed);
+
 // B x P x K bool: the parts near each (image, prototype) pair's random peak (chance).
 torch::Tensor chance_part_hits(const PeakGeometry& geometry, const torch::Tensor& parts, const torch::Tensor& indices,
                                int64_t prototypes, uint64_t seed, int64_t height, int64_t width,

@@ -6,7 +6,6 @@
 #include <limits>
 #include <map>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -170,21 +169,12 @@ absl::StatusOr<nlohmann::json> Purity::compute() {
   double chance = 0, oracle = 0;
   if (grid_h_ > 0) {
     const int64_t p = top_.images.size(0), k = top_.images.size(1);
-    // Chance: image i's prototypes peak at cells drawn from seed * 1000003 + i (one draw of P per image).
-    torch::Tensor random = torch::zeros({p, k, 1}, torch::kInt64);
-    std::map<int64_t, torch::Tensor> drawn;
-    auto images = top_.images.accessor<int64_t, 2>();
-    for (int64_t q = 0; q < p; ++q) {
-      for (int64_t t = 0; t < k; ++t) {
-        if (images[q][t] < 0) continue;
-        auto [it, added] = drawn.try_emplace(images[q][t]);
-        if (added) {
-          auto generator = at::make_generator<at::CPUGeneratorImpl>(chance_seed_ * 1000003ULL + static_cast<uint64_t>(images[q][t]));
-          it->second = torch::randint(grid_h_ * grid_w_, {p}, generator, torch::kInt64);
-        }
-        random[q][t][0] = it->second[q];
-      }
-    }
+    // Chance: image i's P prototypes peak at the P cells drawn for it (random_cells); prototype q
+    // at a top image takes that image's q-th cell. Empty slots (-1) draw nothing that is counted.
+    const torch::Tensor images = top_.images.clamp_min(0).flatten();                                   // P*k
+    const torch::Tensor cells = random_cells(images, grid_h_ * grid_w_, p, chance_seed_).view({p * k, p});
+    const torch::Tensor prototype = torch::arange(p, torch::kInt64).repeat_interleave(k);               // P*k
+    const torch::Tensor random = cells.gather(1, prototype.unsqueeze(1)).view({p, k, 1});
     // Oracle: each part's own keypoint cell, floor(y h / H), floor(x w / W).
     const torch::Tensor xy = top_.keypoints.narrow(3, 0, 2);
     const torch::Tensor row = (xy.select(3, 1) * grid_h_ / height_).floor().clamp(0, grid_h_ - 1).to(torch::kInt64);

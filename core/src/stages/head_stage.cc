@@ -1,6 +1,5 @@
 // Stage 3: the interpretable head, its prototypes starting from the codewords (or its own, for a
 // head that learns them: free_prototypes, with no [quantizer]).
-#include "protoquant/batch_mixing.h"
 #include "protoquant/atomic_file.h"
 #include "protoquant/checkpoint.h"
 #include "protoquant/status.h"
@@ -56,9 +55,7 @@ class HeadStage : public Stage {
     }
     TrainOptions options = run.train_options("head", {head});
     options.validate = [&] { return run.head_accuracy(*validation); };
-    // Mixup/CutMix mix in the batch's dtype: 16-bit features then go in widened, as for any head.
-    TensorSource features = head->reads_16bit_features() && !mixing_enabled(settings) ? train_set->in_stored_dtype()
-                                                                                       : *train_set;
+    TensorSource features = head_training_set(*head, settings, *train_set);
     PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features, head_objective(*head, settings), options));
     head->eval();
     PQ_RETURN_IF_ERROR(save_if_writer(*head, saved(run)));

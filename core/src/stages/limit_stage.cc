@@ -99,7 +99,7 @@ class LimitStage : public Stage {
     TrainOptions options = run.train_options("limit", {run.model.head});
     options.validate = [&] { return run.head_accuracy(*validation); };
     head.train();
-    TensorSource features = head.reads_16bit_features() ? train_set->in_stored_dtype() : *train_set;
+    TensorSource features = head_training_set(head, settings, *train_set);
     PQ_ASSIGN_OR_RETURN(auto summary, train(settings, trainable, features, head_objective(head, settings), options));
     head.eval();
     record.update(training_record(summary));

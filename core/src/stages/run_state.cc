@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "protoquant/atomic_file.h"
+#include "protoquant/batch_mixing.h"
 #include "protoquant/checkpoint.h"
 #include "protoquant/classification.h"
 #include "protoquant/process_group.h"
@@ -128,6 +129,10 @@ std::function<torch::Tensor(const Batch&)> head_objective(Head& head, const Trai
     if (auto reg = head.regularization(); reg.defined()) loss = loss + reg;
     return loss;
   };
+}
+
+TensorSource head_training_set(const Head& head, const TrainSettings& settings, TensorSource& train_set) {
+  return head.reads_16bit_features() && !mixing_enabled(settings) ? train_set.in_stored_dtype() : train_set;
 }
 
 absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& data, int64_t batch_size,

@@ -96,6 +96,9 @@ nlohmann::json training_record(const TrainSummary& summary);
 // The head's training loss (stage 3, and the limit stage's fine-tuning): CE of its logits plus
 // its regularization().
 std::function<torch::Tensor(const Batch&)> head_objective(Head& head, const TrainSettings& settings);
+// What the head trains on: 16-bit features as stored for a head that reads them, unless
+// Mixup/CutMix mix the batch (they mix in the batch's dtype, so 16-bit features go in widened).
+TensorSource head_training_set(const Head& head, const TrainSettings& settings, TensorSource& train_set);
 // Top-1 accuracy of `logits_of` over `data`, with `module` in eval mode for the pass (its mode is
 // restored after): the validation of every stage. Sharded over data-parallel ranks.
 absl::StatusOr<double> eval_accuracy(torch::nn::Module& module, BatchSource& data, int64_t batch_size,
