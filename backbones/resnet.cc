@@ -22,20 +22,20 @@ ResidualBlockImpl::ResidualBlockImpl(int64_t in_channels, int64_t planes, int64_
   const int64_t out_channels = bottleneck ? planes * kExpansion : planes;
   if (bottleneck) {
     conv1_ = register_module("conv1", resnet_conv(in_channels, planes, 1, 1));
-    bn1_ = register_module("bn1", torch::nn::BatchNorm2d(planes));
+    bn1_ = register_module("bn1", BatchNorm2d(planes));
     conv2_ = register_module("conv2", resnet_conv(planes, planes, 3, stride));
-    bn2_ = register_module("bn2", torch::nn::BatchNorm2d(planes));
+    bn2_ = register_module("bn2", BatchNorm2d(planes));
     conv3_ = register_module("conv3", resnet_conv(planes, out_channels, 1, 1));
-    bn3_ = register_module("bn3", torch::nn::BatchNorm2d(out_channels));
+    bn3_ = register_module("bn3", BatchNorm2d(out_channels));
   } else {
     conv1_ = register_module("conv1", resnet_conv(in_channels, planes, 3, stride));
-    bn1_ = register_module("bn1", torch::nn::BatchNorm2d(planes));
+    bn1_ = register_module("bn1", BatchNorm2d(planes));
     conv2_ = register_module("conv2", resnet_conv(planes, planes, 3, 1));
-    bn2_ = register_module("bn2", torch::nn::BatchNorm2d(planes));
+    bn2_ = register_module("bn2", BatchNorm2d(planes));
   }
   if (stride != 1 || in_channels != out_channels) {
     downsample_ = register_module("downsample", torch::nn::Sequential(resnet_conv(in_channels, out_channels, 1, stride),
-                                                                      torch::nn::BatchNorm2d(out_channels)));
+                                                                      BatchNorm2d(out_channels)));
   }
 }
 
@@ -62,7 +62,7 @@ ResNet::ResNet(const std::string& arch, int64_t in_channels, int64_t num_classes
   GeometryBuilder geometry;
   geometry.layer(7, 2).layer(3, 2);
   conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 64, 7).stride(2).padding(3).bias(false)));
-  bn1_ = register_module("bn1", torch::nn::BatchNorm2d(64));
+  bn1_ = register_module("bn1", BatchNorm2d(64));
   int64_t channels = 64;
   for (size_t stage = 0; stage < config.blocks.size(); ++stage) {
     const int64_t planes = int64_t{64} << stage;

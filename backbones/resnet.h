@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include "protoquant/batch_norm.h"
 #include "torchvision_backbone.h"
 
 namespace protoquant::backbones {
@@ -21,7 +22,7 @@ class ResidualBlockImpl : public torch::nn::Module {
 
  private:
   torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
+  BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
   torch::nn::Sequential downsample_{nullptr};
 };
 TORCH_MODULE(ResidualBlock);
@@ -46,7 +47,7 @@ class ResNet : public TorchvisionBackbone {
   int64_t channels_ = 0;
   BackboneGeometry geometry_;
   torch::nn::Conv2d conv1_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr};
+  BatchNorm2d bn1_{nullptr};
   std::vector<torch::nn::Sequential> layers_;
   torch::nn::Linear fc_{nullptr};
 };

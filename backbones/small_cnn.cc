@@ -7,7 +7,7 @@ namespace protoquant::backbones {
 namespace {
 void conv_bn_relu(torch::nn::Sequential& body, int64_t in, int64_t out) {
   body->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).padding(1).bias(false)));
-  body->push_back(torch::nn::BatchNorm2d(out));
+  body->push_back(BatchNorm2d(out));
   body->push_back(torch::nn::ReLU(torch::nn::ReLUOptions(true)));
 }
 }  // namespace

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "protoquant/backbone.h"
+#include "protoquant/batch_norm.h"
 
 namespace protoquant::backbones {
 

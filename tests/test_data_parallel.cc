@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstdlib>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
 #include "protoquant/process_group.h"
@@ -49,6 +51,42 @@ TEST(DataParallelCli, TwoRanksTrainOneModelWithIdenticalReplicasAndWriteOneResul
   EXPECT_EQ(done, 1u) << run.output;
 }
 
+// The first step's loss and gradients that a run dumped (PROTOQUANT_DUMP_FIRST_STEP) for `label`
+// on `rank`: loss first, then one gradient per parameter.
+std::vector<torch::Tensor> first_step(const fs::path& folder, const std::string& label, int rank) {
+  std::vector<torch::Tensor> tensors;
+  torch::load(tensors, (folder / fmt::format("{}.rank{}.pt", label, rank)).string());
+  return tensors;
+}
+
+// How far a dumped first step is from the reference: the larger of the losses' relative
+// difference and the gradients' largest difference relative to the largest gradient. (Relative to
+// the whole step, not tensor by tensor: a bias followed by batch norm gets a gradient that nearly
+// cancels to zero, and float rounding is large against it but not against the step.)
+double relative_difference(const std::vector<torch::Tensor>& reference, const std::vector<torch::Tensor>& other) {
+  EXPECT_EQ(reference.size(), other.size());
+  if (reference.size() != other.size() || reference.empty()) return INFINITY;
+  const double loss = reference[0].item<double>();
+  double worst_loss = std::abs(loss - other[0].item<double>()) / std::max(1.0, std::abs(loss));
+  double largest = 0.0, worst = 0.0;
+  for (size_t i = 1; i < reference.size(); ++i) {
+    EXPECT_EQ(reference[i].sizes(), other[i].sizes()) << "tensor " << i;
+    if (reference[i].sizes() != other[i].sizes()) return INFINITY;
+    largest = std::max(largest, reference[i].abs().max().item<double>());
+    worst = std::max(worst, (reference[i].to(torch::kFloat64) - other[i].to(torch::kFloat64)).abs().max().item<double>());
+  }
+  return std::max(worst_loss, worst / std::max(largest, 1e-30));
+}
+
+// Runs `arguments` with the first step of every trained stage dumped into `folder`.
+testing::CommandResult run_dumping_first_steps(const std::string& arguments, const fs::path& folder) {
+  fs::create_directories(folder);
+  setenv("PROTOQUANT_DUMP_FIRST_STEP", folder.c_str(), 1);
+  auto result = testing::run_cli(arguments);
+  unsetenv("PROTOQUANT_DUMP_FIRST_STEP");
+  return result;
+}
+
 // From the same black box, two ranks take the steps one process takes on the same global batches:
 // the codebook's and the head's losses equal the single process's to float summation order, and
 // so do the metrics.
@@ -61,11 +99,21 @@ TEST(DataParallelCli, TwoRanksTakeTheStepsOneProcessTakesOnTheSameGlobalBatches)
   // Batch norm sees per-rank batches in stage 0, so both runs start from the base run's black box.
   const std::string same = " --set stages.blackbox.weights=" + (dir / "base" / "model" / "backbone.pt").string() +
                            " --set stages.codebook.epochs=2 --set stages.head.epochs=2";
-  const auto one = testing::run_cli("run " + manifest.string() + " --out " + (dir / "one").string() + " --store " +
-                                    (dir / "store-one").string() + " --set experiment.threads=1" + same);
+  const auto one = run_dumping_first_steps("run " + manifest.string() + " --out " + (dir / "one").string() + " --store " +
+                                               (dir / "store-one").string() + " --set experiment.threads=1" + same,
+                                           dir / "steps-one");
   ASSERT_EQ(one.exit_code, 0) << one.output;
-  const auto two = testing::run_cli(two_ranks(dir, manifest) + same);
+  const auto two = run_dumping_first_steps(two_ranks(dir, manifest) + same, dir / "steps-two");
   ASSERT_EQ(two.exit_code, 0) << two.output;
+  // The first step's global loss and the gradients each rank applies: the single process's.
+  for (const char* stage : {"codebook", "head"}) {
+    const auto reference = first_step(dir / "steps-one", stage, 0);
+    ASSERT_GE(reference.size(), 2u) << stage;  // the loss and at least one gradient
+    EXPECT_GT(reference[1].abs().max().item<double>(), 0.0) << stage;
+    for (const int rank : {0, 1}) {
+      EXPECT_LT(relative_difference(reference, first_step(dir / "steps-two", stage, rank)), 1e-5) << stage << " rank " << rank;
+    }
+  }
   const nlohmann::json a = testing::results_of(dir / "one"), b = testing::results_of(dir / "out");
   EXPECT_EQ(b["environment"]["world_size"], 2);
   for (const char* stage : {"codebook", "head"}) {
@@ -79,6 +127,49 @@ TEST(DataParallelCli, TwoRanksTakeTheStepsOneProcessTakesOnTheSameGlobalBatches)
     }
   }
   EXPECT_NEAR(a["metrics"]["accuracy"]["accuracy"].get<double>(), b["metrics"]["accuracy"]["accuracy"].get<double>(), 1e-9);
+}
+
+// Stage 0 trains the small CNN, whose batch norm normalises with the batch's moments. Per-rank
+// moments (the default, as DDP's) make two ranks' step differ from one process's; with
+// stages.blackbox.sync_batchnorm the moments are the global batch's and the step is the same.
+TEST(DataParallelCli, SyncBatchnormMakesTheBlackBoxStepOneProcesssStep) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_syncbn");
+  const std::string sync = " --set stages.blackbox.sync_batchnorm=true";
+  const auto one = run_dumping_first_steps("run " + manifest.string() + " --out " + (dir / "one").string() + " --store " +
+                                               (dir / "store-one").string() + " --set experiment.threads=1" + sync,
+                                           dir / "steps-one");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const auto synced = run_dumping_first_steps(two_ranks(dir, manifest) + sync, dir / "steps-synced");
+  ASSERT_EQ(synced.exit_code, 0) << synced.output;
+  const auto per_rank = run_dumping_first_steps(
+      "run " + manifest.string() + " --out " + (dir / "per-rank").string() + " --store " + (dir / "store-per-rank").string() +
+          " --nproc-per-node 2 --dist-timeout 60 --set experiment.threads=1",
+      dir / "steps-per-rank");
+  ASSERT_EQ(per_rank.exit_code, 0) << per_rank.output;
+
+  // The loss is continuous in the moments and equals one process's to float rounding. The
+  // gradients go through ReLU kinks that float rounding can flip (one process on 1 and on 2
+  // threads already differs by 4e-3 of the largest gradient in this step, in the layers before
+  // the first pooling), so they are compared at a tolerance above that; per-rank moments are
+  // two orders of magnitude further. The batch norm's own step is compared to 1e-5 in
+  // test_sync_batch_norm.cc.
+  const auto reference = first_step(dir / "steps-one", "blackbox", 0);
+  ASSERT_GE(reference.size(), 2u);
+  for (const int rank : {0, 1}) {
+    const auto synced_step = first_step(dir / "steps-synced", "blackbox", rank);
+    EXPECT_NEAR(reference[0].item<double>(), synced_step[0].item<double>(), 1e-5 * std::abs(reference[0].item<double>()));
+    EXPECT_LT(relative_difference(reference, synced_step), 2e-2) << "rank " << rank;
+  }
+  EXPECT_GT(relative_difference(reference, first_step(dir / "steps-per-rank", "blackbox", 0)), 0.2);
+  // The whole epoch: the same mean loss, and the running statistics stayed identical on both ranks.
+  const auto la = testing::results_of(dir / "one")["stages"]["blackbox"]["epoch_losses"];
+  const auto lb = testing::results_of(dir / "out")["stages"]["blackbox"]["epoch_losses"];
+  ASSERT_EQ(la.size(), 1u);
+  ASSERT_EQ(lb.size(), 1u);
+  EXPECT_NEAR(la[0].get<double>(), lb[0].get<double>(), 1e-5 * std::max(1.0, std::abs(la[0].get<double>())));
+  const auto record = nlohmann::json::parse(testing::read_text(dir / "out" / "stages" / "blackbox.json"));
+  EXPECT_EQ(record["replica_checks"], 1);
 }
 
 // Every number in `a` equals the one at the same place in `b` to `tolerance`; returns how many.

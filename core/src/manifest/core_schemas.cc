@@ -88,6 +88,10 @@ const ParamSchema& stage_schema(const std::string& stage) {
                                         "load the backbone (and its head g) from this file, e.g. an earlier run's "
                                         "model/backbone.pt, instead of training it")
                           .path());
+    m["blackbox"].add(ParamSpec::Bool("sync_batchnorm", false,
+                                      "data-parallel: batch norm normalises with the moments of the whole global "
+                                      "batch (all-reduced over the ranks, as SyncBatchNorm) instead of each rank's "
+                                      "share"));
     m["codebook"] = trainer_schema().with_default("lr", 5e-3).with_default("label_smoothing", 0.1);
     m["codebook"].add(ParamSpec::Float("task_weight", 1.0, "w_task: weight of CE(g(Zq), y)").range(0.0, 1e6));
     m["codebook"].add(ParamSpec::Float("codebook_weight", 1.0, "w_cb: weight of the quantizer's codebook loss").range(0.0, 1e6));

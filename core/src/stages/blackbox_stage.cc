@@ -1,6 +1,7 @@
 // Stage 0: the black-box classifier (backbone f and its linear head g), trained on the images or
 // brought by the user (stages.blackbox.weights). Frozen from here on.
 #include "protoquant/atomic_file.h"
+#include "protoquant/batch_norm.h"
 #include "protoquant/checkpoint.h"
 #include "protoquant/digest.h"
 #include "protoquant/status.h"
@@ -63,6 +64,7 @@ class BlackboxStage : public Stage {
         return eval_accuracy(*backbone, validation, settings.eval_batch_size, run.context.device,
                              [&](const Batch& b) { return backbone->forward(b.images); }, "validate blackbox");
       };
+      PQ_RETURN_IF_ERROR(synchronise_batch_norm(*backbone, stage.get_bool("sync_batchnorm")).status());
       backbone->train();
       PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
                                               [&](const Batch& batch) {
@@ -70,6 +72,7 @@ class BlackboxStage : public Stage {
                                                                      settings.label_smoothing);
                                               },
                                               options));
+      PQ_RETURN_IF_ERROR(synchronise_batch_norm(*backbone, false).status());
       record.update(training_record(summary));
     }
     freeze(*backbone);

@@ -127,6 +127,21 @@ void kill_requested(const std::string& label, int64_t epoch, int64_t step) {
   }
 }
 
+// For the data-parallel tests: PROTOQUANT_DUMP_FIRST_STEP=<folder> saves the global batch's loss
+// and the gradients the optimizer applies in the first step of a stage's training (as
+// <folder>/<label>.rank<R>.pt: loss, then one tensor per parameter), so a test can compare the
+// step of N ranks with one process's. The loss is all-reduced here, a collective every rank makes.
+void dump_first_step(Collectives& group, const std::string& label, const torch::Tensor& weighted_loss,
+                     const std::vector<torch::Tensor>& parameters) {
+  const char* folder = std::getenv("PROTOQUANT_DUMP_FIRST_STEP");
+  if (folder == nullptr || *folder == '\0') return;
+  auto loss = weighted_loss.detach().to(torch::kFloat64).reshape({1});
+  group.all_reduce_sum({loss});
+  std::vector<torch::Tensor> saved = {loss};
+  for (const auto& p : parameters) saved.push_back(p.grad().defined() ? p.grad().detach().cpu().clone() : torch::zeros_like(p).cpu());
+  torch::save(saved, fmt::format("{}/{}.rank{}.pt", folder, label, group.rank()));
+}
+
 // Every parameter and buffer of `modules`: what the ranks hold identical copies of.
 std::vector<torch::Tensor> module_state(const std::vector<std::shared_ptr<torch::nn::Module>>& modules) {
   std::vector<torch::Tensor> state;
@@ -137,9 +152,10 @@ std::vector<torch::Tensor> module_state(const std::vector<std::shared_ptr<torch:
   return state;
 }
 
-// Batch norm normalises with each rank's own batch statistics (no SyncBatchNorm, as DDP's
-// default), so the running estimates differ across ranks; at the end of an epoch they are
-// averaged, which estimates the statistics of the whole epoch's data. Other buffers are left
+// Batch norm normalises with each rank's own batch statistics unless synchronised (batch_norm.h;
+// DDP's default too), so the running estimates differ across ranks; at the end of an epoch they
+// are averaged, which estimates the statistics of the whole epoch's data (synchronised ones are
+// already equal, and stay so). Other buffers are left
 // alone: components keep them identical with their own collectives, and the check says if not.
 void average_running_statistics(Collectives& group, const std::vector<std::shared_ptr<torch::nn::Module>>& modules) {
   std::vector<torch::Tensor> statistics;
@@ -267,6 +283,7 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
             (loss * weight).backward();
             all_reduce_gradients(group, synced);
           }
+          if (step == 0) dump_first_step(group, options.label, world == 1 ? loss : loss * weight, synced);
           optimizer->step();
         } else {
           torch::NoGradGuard no_grad;
