@@ -18,14 +18,17 @@ torch::Tensor to_nchw(torch::Tensor x) { return x.permute({0, 3, 1, 2}); }
 
 }  // namespace
 
-LayerNorm2dImpl::LayerNorm2dImpl(int64_t channels) {
+LayerNormImpl::LayerNormImpl(int64_t channels) {
   weight_ = register_parameter("weight", torch::ones({channels}));
   bias_ = register_parameter("bias", torch::zeros({channels}));
 }
 
-torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) {
-  return to_nchw(torch::layer_norm(to_nhwc(x), {weight_.size(0)}, weight_, bias_, kNormEps));
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  const auto input = x.scalar_type() == weight_.scalar_type() ? x : x.to(weight_.scalar_type());
+  return torch::layer_norm(input, {weight_.size(0)}, weight_, bias_, kNormEps);
 }
+
+torch::Tensor LayerNorm2dImpl::forward(const torch::Tensor& x) { return to_nchw(LayerNormImpl::forward(to_nhwc(x))); }
 
 ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, double drop_path) : drop_path_(drop_path) {
   block_ = register_module(
@@ -33,7 +36,7 @@ ConvNextBlockImpl::ConvNextBlockImpl(int64_t dim, double drop_path) : drop_path_
       torch::nn::Sequential(
           torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, dim, 7).padding(3).groups(dim)),
           torch::nn::Functional(to_nhwc),
-          torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kNormEps)),
+          LayerNorm(dim),
           torch::nn::Linear(dim, 4 * dim), torch::nn::GELU(), torch::nn::Linear(4 * dim, dim),
           torch::nn::Functional(to_nchw)));
   layer_scale_ = register_parameter("layer_scale", torch::full({dim, 1, 1}, kLayerScaleInit));

@@ -12,14 +12,25 @@
 
 namespace protoquant::backbones {
 
-// LayerNorm over the channels of a B x C x H x W map (eps 1e-6, as torchvision's LayerNorm2d).
-class LayerNorm2dImpl : public torch::nn::Module {
+// LayerNorm over the last dimension (eps 1e-6), computed in its weights' dtype: under bf16
+// autocast its input arrives in bf16 and LibTorch 1.13's layer_norm refuses bf16 input with fp32
+// weights (autocast does not cast it), so the input is widened, as autocast's fp32 ops do. The
+// output stays fp32; the next convolution or linear layer takes it to bf16 again.
+class LayerNormImpl : public torch::nn::Module {
  public:
-  explicit LayerNorm2dImpl(int64_t channels);
+  explicit LayerNormImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
 
  private:
   torch::Tensor weight_, bias_;
+};
+TORCH_MODULE(LayerNorm);
+
+// LayerNorm over the channels of a B x C x H x W map (as torchvision's LayerNorm2d).
+class LayerNorm2dImpl : public LayerNormImpl {
+ public:
+  using LayerNormImpl::LayerNormImpl;
+  torch::Tensor forward(const torch::Tensor& x);
 };
 TORCH_MODULE(LayerNorm2d);
 

@@ -10,6 +10,7 @@
 
 #include <absl/status/status.h>
 
+#include "protoquant/precision.h"
 #include "protoquant/dataset.h"
 #include "protoquant/metric.h"
 #include "protoquant/trainer.h"
@@ -38,10 +39,10 @@ absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSou
                                  const std::vector<Metric*>& metrics);
 
 // The context of a model over a dataset: class weights, geometry, sizes (from one feature map of
-// `features`), and forward_images.
+// `features`), and forward_images (the backbone at `precision`, as it ran for `features`).
 EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
-                              int64_t train_size, torch::Device device);
+                              int64_t train_size, torch::Device device, Precision precision);
 
 // With --dump: a metric of the pass that records its shared inputs (per evaluated image: the
 // similarity map of every prototype at feature resolution, presence, logits, labels, part

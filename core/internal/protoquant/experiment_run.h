@@ -37,6 +37,7 @@
 #include <absl/status/statusor.h>
 #include <nlohmann/json.hpp>
 
+#include "protoquant/precision.h"
 #include "protoquant/artifact_store.h"
 #include "protoquant/eval_dump.h"
 #include "protoquant/build_context.h"
@@ -108,6 +109,7 @@ class ExperimentRun {
   absl::StatusOr<double> quantized_accuracy(TensorSource& features);
   absl::StatusOr<double> head_accuracy(TensorSource& features);
   torch::Device device() const;
+  Precision backbone_precision() const;
   nlohmann::json& results();
   // The run report's figures (report.h), filed under the "report" stage's key like any stage:
   // reused when filed, else `draw`n and filed. Drawn without filing for an opened run, or when

@@ -2,9 +2,11 @@
 // the scripts in bench/ can set them beside a reference implementation measured in the same run.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include <absl/status/status.h>
+#include <absl/status/statusor.h>
 
 #include "protoquant/registry.h"
 
@@ -39,6 +41,27 @@ struct HeadBenchOptions {
   int64_t threads = 0;
   std::string reference;       // the eager-PyTorch script to run beside it; empty: none
 };
+
+struct BackboneBenchOptions {
+  std::string arch = "small_cnn";  // a registered backbone
+  std::string mode = "extract";    // extract: frozen features; train: stage 0's step
+  std::string dtype = "fp32";      // fp32, or bf16 (autocast, as experiment.backbone_precision)
+  int64_t batch = 0;               // 0: 128 for small_cnn, 32 otherwise
+  int64_t image_size = 0;          // 0: 28 for small_cnn (1 channel), 224 otherwise (3 channels)
+  int64_t threads = 0;
+  double seconds = 10.0;           // timed for at least this long
+  std::string reference;           // the eager-PyTorch script to run beside it; empty: none
+};
+
+// Runs an eager-PyTorch reference script and returns the number on its `<value>: X` line; nullopt
+// (said on stdout) when /usr/bin/python3 has no PyTorch. Its other lines are echoed.
+absl::StatusOr<std::optional<double>> run_reference(const std::string& command, const std::string& value);
+
+// Times the backbone's extraction (eval, inference mode) or stage-0 training step (forward, fp32
+// loss, backward, Adam) and prints images_per_s and the effective GFLOP/s, FLOPs counted by the
+// profiler over one forward pass (a training step counts three: forward and two backward
+// products), then the reference's images_per_s and the ratio.
+absl::Status bench_backbone(Registry& registry, const BackboneBenchOptions& options);
 
 // Times full stage-3 training steps (forward, loss, backward, Adam) and prints steps_per_s,
 // then runs the reference script with the same sizes and prints its rate and the ratio.

@@ -1,4 +1,4 @@
-// `protoquant bench head|quantizer|loader`: micro-benchmarks beside their references (bench/).
+// `protoquant bench head|quantizer|backbone|loader`: micro-benchmarks beside their references (bench/).
 // The benchmark code is the executable's, not the core library's (core/src/bench/).
 #include <functional>
 #include <memory>
@@ -45,6 +45,24 @@ class BenchCommands {
     bench_head_cmd->add_option("--steps", head_.steps, "timed steps")->capture_default_str()->check(positive_number());
     bench_head_cmd->add_option("--threads", head_.threads, "CPU threads (0 = all)")->capture_default_str();
     bench_head_cmd->add_option("--reference", head_.reference, "eager-PyTorch script run beside it ('' = none)")->capture_default_str();
+    backbone_.reference = std::string(PROTOQUANT_SOURCE_DIR) + "/bench/backbone_reference.py";
+    bench_backbone_cmd = bench_cmd->add_subcommand(
+        "backbone", "stage-0 training or feature extraction throughput and GFLOP/s, beside eager PyTorch");
+    bench_backbone_cmd->add_option("--arch", backbone_.arch, "a backbone: small_cnn, resnet18, resnet50, convnext_tiny")
+        ->capture_default_str();
+    bench_backbone_cmd->add_option("--mode", backbone_.mode, "extract (frozen, inference) or train (stage 0's step)")
+        ->capture_default_str()->check(CLI::IsMember({"train", "extract"}));
+    bench_backbone_cmd->add_option("--dtype", backbone_.dtype, "fp32, or bf16 (autocast, as experiment.backbone_precision)")
+        ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+    bench_backbone_cmd->add_option("--batch", backbone_.batch, "images per step (0: 128 for small_cnn, 32 otherwise)")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    bench_backbone_cmd->add_option("--image-size", backbone_.image_size, "image side (0: 28 for small_cnn, 224 otherwise)")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    bench_backbone_cmd->add_option("--threads", backbone_.threads, "CPU threads (0 = all)")->capture_default_str();
+    bench_backbone_cmd->add_option("--seconds", backbone_.seconds, "time each side for at least this long")
+        ->capture_default_str()->check(CLI::PositiveNumber);
+    bench_backbone_cmd->add_option("--reference", backbone_.reference, "eager-PyTorch script run beside it ('' = none)")
+        ->capture_default_str();
     bench_loader_cmd = bench_cmd->add_subcommand("loader", "decode + random-resized-crop throughput of every image under a folder");
     bench_loader_cmd->add_option("--root", loader_.root, "folder of .jpg/.png files (searched recursively)")->required();
     bench_loader_cmd->add_option("--threads", loader_.threads, "decoding threads (0 = all)")->capture_default_str();
@@ -55,9 +73,11 @@ class BenchCommands {
 
   QuantizerBenchOptions quantizer_;
   HeadBenchOptions head_;
+  BackboneBenchOptions backbone_;
   LoaderBenchOptions loader_;
   CLI::App* bench_quantizer_cmd = nullptr;
   CLI::App* bench_head_cmd = nullptr;
+  CLI::App* bench_backbone_cmd = nullptr;
   CLI::App* bench_loader_cmd = nullptr;
 };
 
@@ -83,6 +103,9 @@ std::vector<std::unique_ptr<Command>> make_bench_commands(CLI::App& app) {
   }));
   commands.push_back(std::make_unique<BenchCommand>(all->bench_head_cmd, all, [](BenchCommands& b, Registry& r) {
     return bench_head(r, b.head_);
+  }));
+  commands.push_back(std::make_unique<BenchCommand>(all->bench_backbone_cmd, all, [](BenchCommands& b, Registry& r) {
+    return bench_backbone(r, b.backbone_);
   }));
   commands.push_back(std::make_unique<BenchCommand>(all->bench_loader_cmd, all, [](BenchCommands& b, Registry& r) {
     return bench_loader(r, b.loader_);

@@ -39,7 +39,7 @@ absl::Status require_parts(const EvalContext& context, const std::string& metric
 
 EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
-                              int64_t train_size, torch::Device device) {
+                              int64_t train_size, torch::Device device, Precision precision) {
   EvalContext context;
   context.split = split;
   context.train_split = train_split;
@@ -56,8 +56,13 @@ EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::
   context.device = device;
   Backbone* backbone = model.backbone.get();
   Head* head = model.head.get();
-  context.forward_images = [backbone, head](const torch::Tensor& images) {
-    return head->forward(backbone->features(images).to(torch::kFloat32));
+  context.forward_images = [backbone, head, precision, device](const torch::Tensor& images) {
+    torch::Tensor features;
+    {
+      AutocastScope autocast(precision, device);
+      features = backbone->features(images).to(torch::kFloat32);
+    }
+    return head->forward(features);
   };
   return context;
 }

@@ -23,6 +23,12 @@ const ParamSchema& experiment_schema() {
                           "also file the frozen backbone's features in the store (fp32: 4 x D x H x W bytes per image)"));
     s.add(ParamSpec::String("feature_dtype", "fp32", "dtype features are kept (and cached) in")
               .one_of({"fp32", "fp16", "bf16"}));
+    s.add(ParamSpec::String("backbone_precision", "fp32",
+                            "the backbone's arithmetic in stage 0 and wherever it runs on images (feature "
+                            "extraction, metrics): bf16 = mixed precision under autocast (fp32 weights and loss); "
+                            "needs a CPU with AVX512-BF16 or AMX, or CUDA; auto = bf16 on a CPU that has them, "
+                            "else fp32")
+              .one_of({"fp32", "bf16", "auto"}));
     s.add(ParamSpec::String("validation_split", "",
                             "split that keep_best and pruning measure on; empty = eval_split (as the paper's code)"));
     return s;

@@ -42,11 +42,17 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
 }
 
 absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, TensorSource& train,
-                                          int64_t top, int64_t explained_class, int64_t patches) {
+                                          int64_t top, int64_t explained_class, int64_t patches,
+                                          Precision precision) {
   torch::NoGradGuard no_grad;
   model.backbone->eval();
   model.head->eval();
-  const HeadOutput out = model.head->forward(model.backbone->features(image).to(torch::kFloat32));
+  torch::Tensor features;
+  {
+    AutocastScope autocast(precision, image.device());
+    features = model.backbone->features(image).to(torch::kFloat32);
+  }
+  const HeadOutput out = model.head->forward(features);
   const torch::Tensor weights = model.head->class_weights().detach().to(torch::kCPU, torch::kFloat32);  // C x P
   Explanation e;
   e.predicted = out.logits.argmax(1).item<int64_t>();

@@ -320,7 +320,7 @@ absl::StatusOr<nlohmann::json> draw_figures(ExperimentRun& run, const nlohmann::
     for (int64_t index : chosen) {
       PQ_ASSIGN_OR_RETURN(Batch batch, run.dataset().get_eval_batch(split, torch::tensor({index}, torch::kInt64)));
       const torch::Tensor image = batch.images.to(run.device());
-      PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(model, image, *train, 3, -1, 0));
+      PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(model, image, *train, 3, -1, 0, run.backbone_precision()));
       for (auto& p : e.prototypes) p.nearest = nearest[static_cast<size_t>(p.prototype)];
       e.label = batch.labels[0].item<int64_t>();
       PQ_ASSIGN_OR_RETURN(const cv::Mat picture,

@@ -52,6 +52,7 @@ absl::StatusOr<TensorSource*> ExperimentRun::train_features() { return run_->tra
 absl::StatusOr<double> ExperimentRun::quantized_accuracy(TensorSource& f) { return run_->quantized_accuracy(f); }
 absl::StatusOr<double> ExperimentRun::head_accuracy(TensorSource& f) { return run_->head_accuracy(f); }
 torch::Device ExperimentRun::device() const { return run_->context.device; }
+Precision ExperimentRun::backbone_precision() const { return run_->backbone_precision; }
 nlohmann::json& ExperimentRun::results() { return run_->results; }
 
 // The manifest's stages, in order. A head that learns its own prototypes (free_prototypes) runs
@@ -155,6 +156,8 @@ absl::Status ExperimentRun::start() {
     }
     run.context.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
+  PQ_ASSIGN_OR_RETURN(run.backbone_precision,
+                      parse_backbone_precision(exp.get_string("backbone_precision"), run.context.device));
   run.context.base_dir = run.spec.base_dir.string();
   run.train_split = exp.get_string("train_split");
   run.eval_split = exp.get_string("eval_split");
@@ -169,7 +172,8 @@ absl::Status ExperimentRun::start() {
                                 {"cpu", cpu_info().describe()},
                                 {"cpu_model", cpu_info().model},
                                 {"cpu_features", cpu_info().features},
-                                {"world_size", collectives().world_size()}};
+                                {"world_size", collectives().world_size()},
+                                {"backbone_precision", precision_name(run.backbone_precision)}};
   PQ_RETURN_IF_ERROR(load_dataset());
   PQ_RETURN_IF_ERROR(compose());
   return compute_keys();

@@ -27,6 +27,8 @@ class BlackboxStage : public Stage {
       inputs["weights_sha256"] = digest;
     } else {
       inputs["settings"] = stage.to_json();
+      // Only when not fp32, so that fp32 keys stay what they were before the setting existed.
+      if (run.backbone_precision != Precision::kFp32) inputs["precision"] = precision_name(run.backbone_precision);
       inputs["dataset"] = run.dataset_identity();
       inputs["splits"] = run.splits();
     }
@@ -62,13 +64,23 @@ class BlackboxStage : public Stage {
       options.validate = [&]() -> absl::StatusOr<double> {
         DatasetSource validation(*run.dataset, run.validation_split, /*augment=*/false);
         return eval_accuracy(*backbone, validation, settings.eval_batch_size, run.context.device,
-                             [&](const Batch& b) { return backbone->forward(b.images); }, "validate blackbox");
+                             [&](const Batch& b) {
+                               AutocastScope autocast(run.backbone_precision, run.context.device);
+                               return backbone->forward(b.images).to(torch::kFloat32);
+                             },
+                             "validate blackbox");
       };
       PQ_RETURN_IF_ERROR(synchronise_batch_norm(*backbone, stage.get_bool("sync_batchnorm")).status());
       backbone->train();
       PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
                                               [&](const Batch& batch) {
-                                                return cross_entropy(backbone->forward(batch.images), batch,
+                                                torch::Tensor logits;
+                                                {
+                                                  AutocastScope autocast(run.backbone_precision, run.context.device);
+                                                  logits = backbone->forward(batch.images);
+                                                }
+                                                // The loss in fp32, whatever the forward ran in.
+                                                return cross_entropy(logits.to(torch::kFloat32), batch,
                                                                      settings.label_smoothing);
                                               },
                                               options));

@@ -22,9 +22,13 @@ class FeaturesStage : public Stage {
   std::string name() const override { return "features"; }
   bool filed() const override { return false; }
   absl::StatusOr<nlohmann::json> key_inputs(const RunState& run) const override {
-    return nlohmann::json{{"blackbox", run.keys.at("blackbox").key},
+    nlohmann::json inputs = {{"blackbox", run.keys.at("blackbox").key},
                           {"dataset", run.dataset_identity()},
                           {"dtype", run.spec.experiment.get_string("feature_dtype")}};
+    // The black box's key holds its precision only when it was trained; extraction runs at it
+    // either way. Only when not fp32, so that fp32 keys stay what they were.
+    if (run.backbone_precision != Precision::kFp32) inputs["precision"] = precision_name(run.backbone_precision);
+    return inputs;
   }
   absl::StatusOr<nlohmann::json> compute(RunState& run) override {
     PQ_RETURN_IF_ERROR(run.read_training_features());
@@ -70,6 +74,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> RunState::extract(const std::strin
                       map_batches_sharded(source, batch_size, context.device,
                                           [&](const Batch& batch) {
                                             label_parts.push_back(batch.labels);
+                                            AutocastScope autocast(backbone_precision, context.device);
                                             return model.backbone->features(batch.images).to(dtype);
                                           },
                                           fmt::format("features {}", split)));
@@ -83,6 +88,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> RunState::extract(const std::strin
   }
   record["shape"] = std::vector<int64_t>(features.sizes().begin() + 1, features.sizes().end());
   record["dtype"] = exp.get_string("feature_dtype");
+  record["backbone_precision"] = precision_name(backbone_precision);
   record["bytes_per_image"] = features.numel() / std::max<int64_t>(1, features.size(0)) * features.element_size();
   return std::make_unique<TensorSource>(features, labels);
 }

@@ -41,7 +41,8 @@ absl::Status run_metric_pass(RunState& run, MetricPass& pass, const std::vector<
   run.model.backbone->eval();
   const EvalContext context =
       make_eval_context(run.model, run.dataset->info(), run.eval_split, run.train_split, *features,
-                        run.dataset->size(run.eval_split), run.dataset->size(run.train_split), run.context.device);
+                        run.dataset->size(run.eval_split), run.dataset->size(run.train_split), run.context.device,
+                        run.backbone_precision);
   EvaluationSources sources;
   sources.dataset = run.dataset.get();
   sources.eval_features = features;

@@ -20,6 +20,7 @@
 #include "protoquant/experiment_run.h"
 #include "protoquant/experiment_spec.h"
 #include "protoquant/model.h"
+#include "protoquant/precision.h"
 #include "protoquant/registry.h"
 #include "protoquant/stage_key.h"
 #include "protoquant/trainer.h"
@@ -37,6 +38,7 @@ struct RunState {
   RunSettings settings;
   ArtifactStore store;
   BuildContext context;
+  Precision backbone_precision = Precision::kFp32;  // experiment.backbone_precision (precision.h)
   std::string train_split, eval_split, validation_split;
   std::shared_ptr<Dataset> dataset;
   std::map<std::string, StageKey> keys;  // by stage, computed in the run's order
