@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "protoquant/batch_norm.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/precision.h"
 #include "test_support.h"
@@ -18,6 +19,19 @@ namespace {
 namespace fs = std::filesystem;
 
 bool cpu_has_bf16() { return check_bf16_cpu(cpu_info()).ok(); }
+
+// A built-in backbone with its default parameters and random weights (seeded), for 3 x 64 x 64.
+absl::StatusOr<std::shared_ptr<Backbone>> build_builtin(const std::string& arch, uint64_t seed) {
+  const auto* entry = testing::builtin_registry().backbones.find(arch);
+  if (entry == nullptr) return absl::NotFoundError("no backbone " + arch);
+  BuildContext context;
+  context.num_classes = 5;
+  context.image_channels = 3;
+  context.image_height = 64;
+  context.image_width = 64;
+  torch::manual_seed(seed);
+  return testing::builtin_registry().backbones.build(arch, Params::defaults(entry->schema), context);
+}
 
 TEST(BackbonePrecision, Bf16IsRefusedOnACpuWithoutBf16KernelsNamingTheFlagsRead) {
   CpuInfo epyc_zen3;
@@ -71,15 +85,7 @@ TEST(BackbonePrecision, AutocastScopeRunsConvolutionsInBf16AndRestoresFp32) {
 TEST(BackbonePrecision, EveryBuiltinBackbonesBf16FeaturesAgreeWithItsFp32Ones) {
   if (!cpu_has_bf16()) GTEST_SKIP() << "this CPU has no bf16 kernels: " << cpu_info().describe();
   for (const std::string arch : {"small_cnn", "resnet18", "resnet50", "convnext_tiny"}) {
-    const auto* entry = testing::builtin_registry().backbones.find(arch);
-    ASSERT_NE(entry, nullptr) << arch;
-    BuildContext context;
-    context.num_classes = 5;
-    context.image_channels = 3;
-    context.image_height = 64;
-    context.image_width = 64;
-    torch::manual_seed(3);
-    auto built = testing::builtin_registry().backbones.build(arch, Params::defaults(entry->schema), context);
+    auto built = build_builtin(arch, 3);
     ASSERT_TRUE(built.ok()) << arch << ": " << built.status();
     auto backbone = *built;
     backbone->eval();
@@ -114,6 +120,9 @@ TEST(BackbonePrecision, ARunAtBf16KeysRecordsAndExtractsAtIt) {
   EXPECT_EQ(a["environment"]["backbone_precision"], "fp32");
   EXPECT_EQ(b["environment"]["backbone_precision"], "bf16");
   EXPECT_EQ(b["stages"]["features"]["backbone_precision"], "bf16");
+  // The small CNN's six conv-BN pairs were folded for extraction, in both runs.
+  EXPECT_EQ(a["stages"]["features"]["batch_norm_folded"], 6);
+  EXPECT_EQ(b["stages"]["features"]["batch_norm_folded"], 6);
   EXPECT_NE(a["stages"]["blackbox"]["key"], b["stages"]["blackbox"]["key"]);
   // The key inputs name the precision only when it is not fp32: fp32 keys are those of before.
   size_t with_precision = 0, without = 0;
@@ -137,11 +146,37 @@ TEST(BackbonePrecision, ARunAtBf16KeysRecordsAndExtractsAtIt) {
   EXPECT_NE(again.output.find("[head] reused"), std::string::npos) << again.output;
 }
 
-}  // namespace
-}  // namespace protoquant
 
-namespace protoquant {
-namespace {
+// Folding each conv-BN pair into the convolution (frozen extraction) changes the features by
+// fp32 rounding only: every built-in backbone with batch norm, with random running statistics
+// and affine parameters so that no fold is trivial.
+TEST(BatchNormFolding, EveryBuiltinBackboneGivesItsFeaturesToFp32RoundingFolded) {
+  for (const auto& [arch, pairs] : {std::pair<std::string, int>{"small_cnn", 6}, {"resnet18", 20}, {"resnet50", 53}}) {
+    auto built = build_builtin(arch, 4);
+    ASSERT_TRUE(built.ok()) << arch << ": " << built.status();
+    auto backbone = *built;
+    torch::NoGradGuard no_grad;
+    for (const auto& module : backbone->modules()) {
+      if (auto* bn = dynamic_cast<BatchNorm2dImpl*>(module.get()); bn != nullptr) {
+        bn->running_mean.normal_(0.0, 0.3);
+        bn->running_var.uniform_(0.5, 2.0);
+        bn->weight.uniform_(0.5, 1.5);
+        bn->bias.normal_(0.0, 0.2);
+      }
+    }
+    backbone->eval();
+    const auto images = torch::randn({2, 3, 64, 64});
+    const auto unfolded = backbone->features(images);
+    EXPECT_EQ(foldable_batch_norms(*backbone), pairs) << arch;
+    EXPECT_EQ(fold_batch_norm(*backbone), pairs) << arch;
+    EXPECT_EQ(foldable_batch_norms(*backbone), 0) << arch << ": folded twice";
+    const double error = testing::relative_error(backbone->features(images), unfolded);
+    EXPECT_LT(error, 1e-5) << arch;
+  }
+  // Only a batch norm right after its convolution is folded.
+  torch::nn::Sequential apart(torch::nn::Conv2d(3, 4, 3), torch::nn::ReLU(), BatchNorm2d(4));
+  EXPECT_EQ(foldable_batch_norms(*apart), 0);
+}
 
 double printed(const std::string& output, const std::string& name) {
   const auto at = output.find(name + ": ");

@@ -58,7 +58,8 @@ TEST(Explanation, TheTexturesPrototypeExplainsTheClassAndPeaksOnTheTexture) {
     train_features = backbone->features(torch::cat(train_images));
   }
   TensorSource train(train_features, torch::zeros({5}, torch::kInt64));
-  auto explained = explain_image(model, image, train, 2, -1, 3, Precision::kFp32);
+  const ImageFeatures features_of = [&](const torch::Tensor& images) { return backbone->features(images); };
+  auto explained = explain_image(model, image, train, 2, -1, 3, features_of);
   ASSERT_TRUE(explained.ok()) << explained.status();
   EXPECT_EQ(explained->predicted, 0);
   ASSERT_EQ(explained->prototypes.size(), 2u);
@@ -94,7 +95,8 @@ TEST(Explanation, TheTexturesPrototypeExplainsTheClassAndPeaksOnTheTexture) {
       EXPECT_NEAR(p.nearest[j].similarity, std::get<0>(best[j]), 1e-5);
     }
   }
-  EXPECT_EQ(explain_image(model, image, train, 2, 7, 3, Precision::kFp32).status().message(), "--class 7: the model has classes 0..1");
+  EXPECT_EQ(explain_image(model, image, train, 2, 7, 3,
+                          [&](const torch::Tensor& images) { return model.backbone->features(images); }).status().message(), "--class 7: the model has classes 0..1");
 }
 
 TEST(Explanation, ExplainCommandWritesAPictureOrOneLineErrors) {

@@ -17,6 +17,7 @@
 #include <absl/status/statusor.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/nn/options/batchnorm.h>
 
 namespace protoquant {
@@ -30,6 +31,9 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
   void pretty_print(std::ostream& stream) const override;
   void synchronise(bool on) { synchronised_ = on; }
   bool synchronised() const { return synchronised_; }
+  // Folded into the convolution before it (fold_batch_norm): the identity in eval mode.
+  bool folded() const { return folded_; }
+  void mark_folded() { folded_ = true; }
 
   torch::nn::BatchNormOptions options;
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
@@ -39,6 +43,7 @@ class BatchNorm2dImpl : public torch::nn::Cloneable<BatchNorm2dImpl> {
   double next_momentum();
   torch::Tensor synchronised_forward(const torch::Tensor& input);
   bool synchronised_ = false;
+  bool folded_ = false;
 };
 TORCH_MODULE(BatchNorm2d);
 
@@ -46,5 +51,15 @@ TORCH_MODULE(BatchNorm2d);
 // returns how many there are. An error when `on` and `module` holds a batch norm that cannot
 // synchronise (torch::nn's BatchNorm1d/2d/3d), naming it: it would silently see per-rank moments.
 absl::StatusOr<int> synchronise_batch_norm(torch::nn::Module& module, bool on);
+
+// For frozen inference: folds every protoquant::BatchNorm2d that directly follows a Conv2d among
+// its parent's children (registration order, as conv-bn pairs are written: a Sequential's
+// conv, bn, relu; a block's conv1, bn1) into that convolution's weight and bias (the conv gains
+// a bias if it had none), and makes the batch norm the identity in eval mode. Returns how many
+// were folded. Changes `module` for good: fold a copy that is never trained or saved, and check
+// it against the original (the pairing is by order, not by the forward pass).
+int fold_batch_norm(torch::nn::Module& module);
+// How many fold_batch_norm would fold, changing nothing.
+int foldable_batch_norms(torch::nn::Module& module);
 
 }  // namespace protoquant

@@ -10,7 +10,6 @@
 
 #include <absl/status/status.h>
 
-#include "protoquant/precision.h"
 #include "protoquant/dataset.h"
 #include "protoquant/metric.h"
 #include "protoquant/trainer.h"
@@ -38,11 +37,15 @@ MetricNeeds combined_needs(const std::vector<Metric*>& metrics);
 absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSources& sources,
                                  const std::vector<Metric*>& metrics);
 
+// The frozen backbone's features of a batch of images, as a run computes them after stage 0 (its
+// precision, its batch norms folded): RunState::image_features().
+using ImageFeatures = std::function<torch::Tensor(const torch::Tensor& images)>;
+
 // The context of a model over a dataset: class weights, geometry, sizes (from one feature map of
-// `features`), and forward_images (the backbone at `precision`, as it ran for `features`).
+// `features`), and forward_images (the head over `features_of`, as the run extracted `features`).
 EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
-                              int64_t train_size, torch::Device device, Precision precision);
+                              int64_t train_size, torch::Device device, ImageFeatures features_of);
 
 // With --dump: a metric of the pass that records its shared inputs (per evaluated image: the
 // similarity map of every prototype at feature resolution, presence, logits, labels, part

@@ -37,7 +37,7 @@
 #include <absl/status/statusor.h>
 #include <nlohmann/json.hpp>
 
-#include "protoquant/precision.h"
+#include "protoquant/evaluation_pass.h"
 #include "protoquant/artifact_store.h"
 #include "protoquant/eval_dump.h"
 #include "protoquant/build_context.h"
@@ -109,7 +109,8 @@ class ExperimentRun {
   absl::StatusOr<double> quantized_accuracy(TensorSource& features);
   absl::StatusOr<double> head_accuracy(TensorSource& features);
   torch::Device device() const;
-  Precision backbone_precision() const;
+  // The frozen backbone's features of images, as this run computes them (RunState::image_features()).
+  absl::StatusOr<ImageFeatures> image_features();
   nlohmann::json& results();
   // The run report's figures (report.h), filed under the "report" stage's key like any stage:
   // reused when filed, else `draw`n and filed. Drawn without filing for an opened run, or when

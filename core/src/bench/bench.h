@@ -54,10 +54,11 @@ struct BackboneBenchOptions {
 };
 
 // Runs an eager-PyTorch reference script and returns the number on its `<value>: X` line; nullopt
-// (said on stdout) when /usr/bin/python3 has no PyTorch. Its other lines are echoed.
+// (said on stdout) when /usr/bin/python3 has no PyTorch or the script reports that eager PyTorch
+// cannot do the work (`reference_error: ...`). Its other lines are echoed.
 absl::StatusOr<std::optional<double>> run_reference(const std::string& command, const std::string& value);
 
-// Times the backbone's extraction (eval, inference mode) or stage-0 training step (forward, fp32
+// Times the backbone's extraction (eval, inference mode, batch norm folded as a run extracts) or stage-0 training step (forward, fp32
 // loss, backward, Adam) and prints images_per_s and the effective GFLOP/s, FLOPs counted by the
 // profiler over one forward pass (a training step counts three: forward and two backward
 // products), then the reference's images_per_s and the ratio.

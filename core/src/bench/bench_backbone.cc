@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "bench.h"
+#include "protoquant/batch_norm.h"
 #include "protoquant/cpu_info.h"
 #include "protoquant/fused_adam.h"
 #include "protoquant/precision.h"
@@ -85,6 +86,8 @@ absl::Status bench_backbone(Registry& registry, const BackboneBenchOptions& o) {
         optimizer->step();
       };
     } else {
+      // As a run extracts (RunState::image_features): batch norm folded into the convolutions.
+      fmt::print("batch_norm_folded: {}\n", fold_batch_norm(*backbone));
       step = [&] {
         c10::InferenceMode inference;
         AutocastScope autocast(precision, torch::kCPU);

@@ -67,9 +67,10 @@ class ExplainCommand : public Command {
       what = fmt::format("{} {}", split, index_);
     }
     PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
+    PQ_ASSIGN_OR_RETURN(const ImageFeatures features_of, run.image_features());
     const torch::Tensor image = batch.images.to(run.device());
     PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(run.model(), image, *train, top_, class_, patches_ < 0 ? 4 : patches_,
-                                                    run.backbone_precision()));
+                                                    features_of));
     e.label = batch.labels[0].item<int64_t>();
     PQ_ASSIGN_OR_RETURN(const cv::Mat picture,
                         draw_explanation(e, image.cpu(), batch.parts.defined() ? batch.parts[0] : torch::Tensor(),

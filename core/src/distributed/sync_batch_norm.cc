@@ -51,6 +51,10 @@ double BatchNorm2dImpl::next_momentum() {
 
 torch::Tensor BatchNorm2dImpl::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() == 4, "BatchNorm2d expects N x C x H x W, got ", input.sizes());
+  if (folded_) {
+    TORCH_CHECK(!is_training(), "a BatchNorm2d folded into its convolution cannot train");
+    return input;
+  }
   if (synchronised_ && is_training() && collectives().world_size() > 1) return synchronised_forward(input);
   // torch::nn::BatchNorm2d's computation.
   const bool batch_moments = is_training() || !options.track_running_stats();
@@ -88,9 +92,9 @@ torch::Tensor BatchNorm2dImpl::synchronised_forward(const torch::Tensor& input) 
 }
 
 void BatchNorm2dImpl::pretty_print(std::ostream& stream) const {
-  stream << fmt::format("protoquant::BatchNorm2d({}, eps={}, affine={}, track_running_stats={}{})",
+  stream << fmt::format("protoquant::BatchNorm2d({}, eps={}, affine={}, track_running_stats={}{}{})",
                         options.num_features(), options.eps(), options.affine(), options.track_running_stats(),
-                        synchronised_ ? ", synchronised" : "");
+                        synchronised_ ? ", synchronised" : "", folded_ ? ", folded" : "");
 }
 
 absl::StatusOr<int> synchronise_batch_norm(torch::nn::Module& module, bool on) {
@@ -110,6 +114,54 @@ absl::StatusOr<int> synchronise_batch_norm(torch::nn::Module& module, bool on) {
     }
   }
   return count;
+}
+
+namespace {
+
+// Every (conv, batch norm) pair fold_batch_norm folds: a BatchNorm2d right after a Conv2d among
+// one parent's children, with running statistics and the conv's output channels.
+std::vector<std::pair<torch::nn::Conv2dImpl*, BatchNorm2dImpl*>> conv_bn_pairs(torch::nn::Module& module) {
+  std::vector<std::pair<torch::nn::Conv2dImpl*, BatchNorm2dImpl*>> pairs;
+  for (const auto& parent : module.modules(/*include_self=*/true)) {
+    const auto children = parent->children();
+    for (size_t i = 0; i + 1 < children.size(); ++i) {
+      auto* conv = dynamic_cast<torch::nn::Conv2dImpl*>(children[i].get());
+      auto* bn = dynamic_cast<BatchNorm2dImpl*>(children[i + 1].get());
+      if (conv != nullptr && bn != nullptr && !bn->folded() && bn->options.track_running_stats() &&
+          conv->weight.size(0) == bn->options.num_features()) {
+        pairs.emplace_back(conv, bn);
+      }
+    }
+  }
+  return pairs;
+}
+
+}  // namespace
+
+int foldable_batch_norms(torch::nn::Module& module) { return static_cast<int>(conv_bn_pairs(module).size()); }
+
+int fold_batch_norm(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  const auto pairs = conv_bn_pairs(module);
+  for (const auto& [conv, bn] : pairs) {
+    // y = (conv(x) - mean) / sqrt(var + eps) * gamma + beta = conv'(x), per output channel.
+    auto scale = torch::rsqrt(bn->running_var + bn->options.eps());
+    if (bn->options.affine()) scale = scale * bn->weight;
+    auto bias = conv->bias.defined() ? conv->bias.detach().clone() : torch::zeros_like(bn->running_mean);
+    bias = (bias - bn->running_mean) * scale;
+    if (bn->options.affine()) bias = bias + bn->bias;
+    conv->weight.mul_(scale.view({-1, 1, 1, 1}));
+    if (conv->bias.defined()) {
+      conv->bias.copy_(bias);
+    } else {
+      // A conv built without bias holds an undefined one under its "bias" name, which cannot be
+      // registered again: its forward reads the member, so the member takes the folded bias
+      // (not among parameters(): a folded copy is neither trained nor saved).
+      conv->bias = bias;
+    }
+    bn->mark_folded();
+  }
+  return static_cast<int>(pairs.size());
 }
 
 }  // namespace protoquant

@@ -39,7 +39,7 @@ absl::Status require_parts(const EvalContext& context, const std::string& metric
 
 EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
-                              int64_t train_size, torch::Device device, Precision precision) {
+                              int64_t train_size, torch::Device device, ImageFeatures features_of) {
   EvalContext context;
   context.split = split;
   context.train_split = train_split;
@@ -54,15 +54,9 @@ EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::
   context.feature_height = features.inputs().size(2);
   context.feature_width = features.inputs().size(3);
   context.device = device;
-  Backbone* backbone = model.backbone.get();
   Head* head = model.head.get();
-  context.forward_images = [backbone, head, precision, device](const torch::Tensor& images) {
-    torch::Tensor features;
-    {
-      AutocastScope autocast(precision, device);
-      features = backbone->features(images).to(torch::kFloat32);
-    }
-    return head->forward(features);
+  context.forward_images = [features_of = std::move(features_of), head](const torch::Tensor& images) {
+    return head->forward(features_of(images).to(torch::kFloat32));
   };
   return context;
 }

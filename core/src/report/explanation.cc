@@ -43,16 +43,11 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
 
 absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, TensorSource& train,
                                           int64_t top, int64_t explained_class, int64_t patches,
-                                          Precision precision) {
+                                          const ImageFeatures& features_of) {
   torch::NoGradGuard no_grad;
   model.backbone->eval();
   model.head->eval();
-  torch::Tensor features;
-  {
-    AutocastScope autocast(precision, image.device());
-    features = model.backbone->features(image).to(torch::kFloat32);
-  }
-  const HeadOutput out = model.head->forward(features);
+  const HeadOutput out = model.head->forward(features_of(image).to(torch::kFloat32));
   const torch::Tensor weights = model.head->class_weights().detach().to(torch::kCPU, torch::kFloat32);  // C x P
   Explanation e;
   e.predicted = out.logits.argmax(1).item<int64_t>();

@@ -11,7 +11,7 @@
 #include <opencv2/core.hpp>
 #include <torch/types.h>
 
-#include "protoquant/precision.h"
+#include "protoquant/evaluation_pass.h"
 #include "protoquant/backbone.h"
 #include "protoquant/dataset.h"
 #include "protoquant/model.h"
@@ -47,11 +47,11 @@ absl::StatusOr<std::vector<std::vector<ExplainedPrototype::Patch>>> nearest_patc
 
 // `image`: 1 x c x H x W normalised. `train`: the training split's feature maps (nearest patches).
 // explained_class < 0: the predicted class. patches = 0: no nearest patches searched (a caller
-// that holds them for every prototype fills them in). The backbone runs at `precision`, as it did
-// for the run's features.
+// that holds them for every prototype fills them in). `features_of`: the run's image features
+// (RunState::image_features()), so the image goes through the backbone as the run's features did.
 absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& image, TensorSource& train,
                                           int64_t top, int64_t explained_class, int64_t patches,
-                                          Precision precision);
+                                          const ImageFeatures& features_of);
 
 // The prototype gallery: one row per prototype (`per_page` rows a page): its strongest classes
 // with their weights, its codebook usage and purity when known, and its nearest training patches.

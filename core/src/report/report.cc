@@ -233,6 +233,7 @@ absl::StatusOr<nlohmann::json> draw_figures(ExperimentRun& run, const nlohmann::
   const int64_t prototypes = weights.size(1);
   PQ_ASSIGN_OR_RETURN(TensorSource* eval, run.eval_features());
   PQ_ASSIGN_OR_RETURN(TensorSource* train, run.train_features());
+  PQ_ASSIGN_OR_RETURN(const ImageFeatures features_of, run.image_features());
 
   // Accuracy against k: each class keeps its k strongest prototypes; the weights are put back after.
   std::string limit_k;
@@ -320,7 +321,7 @@ absl::StatusOr<nlohmann::json> draw_figures(ExperimentRun& run, const nlohmann::
     for (int64_t index : chosen) {
       PQ_ASSIGN_OR_RETURN(Batch batch, run.dataset().get_eval_batch(split, torch::tensor({index}, torch::kInt64)));
       const torch::Tensor image = batch.images.to(run.device());
-      PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(model, image, *train, 3, -1, 0, run.backbone_precision()));
+      PQ_ASSIGN_OR_RETURN(Explanation e, explain_image(model, image, *train, 3, -1, 0, features_of));
       for (auto& p : e.prototypes) p.nearest = nearest[static_cast<size_t>(p.prototype)];
       e.label = batch.labels[0].item<int64_t>();
       PQ_ASSIGN_OR_RETURN(const cv::Mat picture,

@@ -52,7 +52,7 @@ absl::StatusOr<TensorSource*> ExperimentRun::train_features() { return run_->tra
 absl::StatusOr<double> ExperimentRun::quantized_accuracy(TensorSource& f) { return run_->quantized_accuracy(f); }
 absl::StatusOr<double> ExperimentRun::head_accuracy(TensorSource& f) { return run_->head_accuracy(f); }
 torch::Device ExperimentRun::device() const { return run_->context.device; }
-Precision ExperimentRun::backbone_precision() const { return run_->backbone_precision; }
+absl::StatusOr<ImageFeatures> ExperimentRun::image_features() { return run_->image_features(); }
 nlohmann::json& ExperimentRun::results() { return run_->results; }
 
 // The manifest's stages, in order. A head that learns its own prototypes (free_prototypes) runs

@@ -6,6 +6,9 @@
 
 #include <fmt/format.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "protoquant/batch_norm.h"
 #include "protoquant/digest.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/process_group.h"
@@ -68,14 +71,14 @@ absl::StatusOr<std::unique_ptr<TensorSource>> RunState::extract(const std::strin
     }
   }
   DatasetSource source(*dataset, split, /*augment=*/false);  // features of un-augmented images
+  PQ_ASSIGN_OR_RETURN(const ImageFeatures features_of, image_features());
   // Data-parallel: each rank extracts its share of the split; every rank gets the whole.
   std::vector<torch::Tensor> label_parts;
   PQ_ASSIGN_OR_RETURN(torch::Tensor features,
                       map_batches_sharded(source, batch_size, context.device,
                                           [&](const Batch& batch) {
                                             label_parts.push_back(batch.labels);
-                                            AutocastScope autocast(backbone_precision, context.device);
-                                            return model.backbone->features(batch.images).to(dtype);
+                                            return features_of(batch.images).to(dtype);
                                           },
                                           fmt::format("features {}", split)));
   torch::Tensor labels = torch::cat(label_parts);
@@ -89,8 +92,73 @@ absl::StatusOr<std::unique_ptr<TensorSource>> RunState::extract(const std::strin
   record["shape"] = std::vector<int64_t>(features.sizes().begin() + 1, features.sizes().end());
   record["dtype"] = exp.get_string("feature_dtype");
   record["backbone_precision"] = precision_name(backbone_precision);
+  record["batch_norm_folded"] = image_backbone_ == model.backbone ? 0 : foldable_batch_norms(*model.backbone);
   record["bytes_per_image"] = features.numel() / std::max<int64_t>(1, features.size(0)) * features.element_size();
   return std::make_unique<TensorSource>(features, labels);
+}
+
+absl::StatusOr<ImageFeatures> RunState::image_features() {
+  if (image_backbone_of_ != model.backbone.get()) {
+    image_backbone_of_ = model.backbone.get();
+    image_backbone_ = model.backbone;
+    if (foldable_batch_norms(*model.backbone) > 0) {
+      PQ_ASSIGN_OR_RETURN(auto folded, folded_backbone());
+      if (folded) image_backbone_ = folded;
+    }
+  }
+  return ImageFeatures([backbone = image_backbone_, precision = backbone_precision,
+                        device = context.device](const torch::Tensor& images) {
+    AutocastScope autocast(precision, device);
+    return backbone->features(images);
+  });
+}
+
+absl::StatusOr<std::shared_ptr<Backbone>> RunState::folded_backbone() {
+  Backbone& original = *model.backbone;
+  original.eval();
+  // A second instance, built as stage 0 builds it, without drawing from the global generator (the
+  // stages' random streams stay what they were), then given the original's state.
+  std::shared_ptr<Backbone> copy;
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const auto state = generator.get_state();
+    auto built = registry.backbones.build(spec.backbone.type, spec.backbone.params, context);
+    generator.set_state(state);
+    PQ_RETURN_IF_ERROR(built.status());
+    copy = *built;
+  }
+  torch::NoGradGuard no_grad;
+  const auto copy_all = [](const auto& from, const auto& into, const char* what) -> absl::Status {
+    for (const auto& item : into) {
+      const torch::Tensor* source = from.find(item.key());
+      if (source == nullptr || source->sizes() != item.value().sizes()) {
+        return absl::InternalError(fmt::format("folding batch norm: the backbone's copy has {} '{}' that it lacks",
+                                               what, item.key()));
+      }
+      item.value().copy_(*source);
+    }
+    return absl::OkStatus();
+  };
+  PQ_RETURN_IF_ERROR(copy_all(original.named_parameters(), copy->named_parameters(), "parameter"));
+  PQ_RETURN_IF_ERROR(copy_all(original.named_buffers(), copy->named_buffers(), "buffer"));
+  copy->to(context.device);
+  freeze(*copy);
+  const int folded = fold_batch_norm(*copy);
+  // The pairs are found by registration order, not by the forward pass: the copy is used only if
+  // it computes what the backbone computes (fp32, a seeded batch of two images).
+  auto probe_generator = at::detail::createCPUGenerator(0);
+  const auto probe = torch::randn({2, context.image_channels, context.image_height, context.image_width},
+                                  probe_generator, torch::kFloat32).to(context.device);
+  const auto expected = original.features(probe), actual = copy->features(probe);
+  const double error = ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item<double>();
+  if (!(error <= 1e-4)) {
+    if (is_writer()) {
+      fmt::print(stderr, "[features] folding {} batch norms into their convolutions changed the backbone's features "
+                         "({:.1e} of their largest magnitude); extracting without folding\n", folded, error);
+    }
+    return std::shared_ptr<Backbone>();
+  }
+  return copy;
 }
 
 absl::Status RunState::read_training_features() {

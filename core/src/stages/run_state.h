@@ -18,6 +18,7 @@
 #include "protoquant/artifact_store.h"
 #include "protoquant/build_context.h"
 #include "protoquant/experiment_run.h"
+#include "protoquant/evaluation_pass.h"
 #include "protoquant/experiment_spec.h"
 #include "protoquant/model.h"
 #include "protoquant/precision.h"
@@ -72,6 +73,12 @@ struct RunState {
   absl::StatusOr<TensorSource*> train_features();
   absl::StatusOr<TensorSource*> eval_features();
   absl::StatusOr<TensorSource*> validation_features();
+  // The frozen backbone's features of images, as every pass after stage 0 computes them
+  // (extraction, the metrics' image passes, explanations): at backbone_precision, through a copy
+  // of the backbone whose batch norms are folded into their convolutions (fold_batch_norm) when
+  // it has any and the copy's fp32 features equal the backbone's to 1e-4 of their largest
+  // magnitude (else through the backbone itself, with a warning).
+  absl::StatusOr<ImageFeatures> image_features();
   // Train, validation and evaluation features: a training stage's inputs.
   absl::Status read_training_features();
 
@@ -81,6 +88,9 @@ struct RunState {
 
  private:
   absl::StatusOr<std::unique_ptr<TensorSource>> extract(const std::string& split);
+  absl::StatusOr<std::shared_ptr<Backbone>> folded_backbone();
+  std::shared_ptr<Backbone> image_backbone_;  // what image_features() runs
+  const Backbone* image_backbone_of_ = nullptr;  // the model.backbone it was made from
   std::unique_ptr<TensorSource> train_features_, eval_features_, separate_validation_features_;
 };
 
