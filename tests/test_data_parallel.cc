@@ -256,6 +256,30 @@ TEST(DataParallelCli, ARankKilledInTheCodebookStageResumesItFromItsCheckpoint) {
   EXPECT_EQ(testing::results_of(dir / "out")["stages"]["codebook"]["epoch_losses"].size(), 2u);
 }
 
+// The checkpoint holds the whole state (every rank's replica is the same), and every epoch's
+// permutation is global: a run killed on two ranks continues on one process, from the
+// checkpoint, to the epochs it had left.
+TEST(DataParallelCli, ARunKilledOnTwoRanksResumesOnOneProcess) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_resize");
+  const std::string settings = " --set stages.codebook.epochs=2";
+  setenv("PROTOQUANT_KILL_AT", "1:codebook:2:1", 1);
+  const auto killed = testing::run_cli(two_ranks(dir, manifest) + settings);
+  unsetenv("PROTOQUANT_KILL_AT");
+  ASSERT_NE(killed.exit_code, 0) << killed.output;
+  EXPECT_FALSE(fs::exists(dir / "out" / "stages" / "codebook.json"));
+
+  const auto resumed = testing::run_cli("run " + manifest.string() + " --out " + (dir / "out").string() + " --store " +
+                                        (dir / "store").string() + " --db " + (dir / "results.db").string() +
+                                        " --set experiment.threads=1 --resume" + settings);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("[blackbox] reused"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("[codebook] resumed after epoch 1"), std::string::npos) << resumed.output;
+  const nlohmann::json results = testing::results_of(dir / "out");
+  EXPECT_EQ(results["environment"]["world_size"], 1);
+  EXPECT_EQ(results["stages"]["codebook"]["epoch_losses"].size(), 2u);
+}
+
 TEST(Sharding, SharesAreContiguousCoverEveryRowAndDifferByAtMostOne) {
   for (const int64_t n : {0, 1, 5, 64, 101}) {
     for (const int world : {1, 2, 3, 8}) {
