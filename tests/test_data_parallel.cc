@@ -3,6 +3,8 @@
 // with a one-line error naming it, and the run resumes. Plus the sharding arithmetic.
 #include <cmath>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -278,6 +280,25 @@ TEST(DataParallelCli, ARunKilledOnTwoRanksResumesOnOneProcess) {
   const nlohmann::json results = testing::results_of(dir / "out");
   EXPECT_EQ(results["environment"]["world_size"], 1);
   EXPECT_EQ(results["stages"]["codebook"]["epoch_losses"].size(), 2u);
+}
+
+// A rank started by torchrun or srun whose master never answers stops within --dist-timeout with
+// one line naming the address it tried, and writes nothing.
+TEST(DataParallelCli, ARankThatCannotReachTheMasterSaysWhichAddressItTried) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_unreachable");
+  const std::vector<std::pair<const char*, const char*>> environment = {
+      {"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
+      {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29977"}};  // no master listens there
+  for (const auto& [name, value] : environment) setenv(name, value, 1);
+  const auto run = testing::run_cli("run " + manifest.string() + " --out " + (dir / "out").string() + " --store " +
+                                    (dir / "store").string() + " --dist-timeout 2");
+  for (const auto& [name, value] : environment) unsetenv(name);
+  EXPECT_NE(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("error: joining the data-parallel group at 127.0.0.1:29977 as rank 1 of 2"),
+            std::string::npos)
+      << run.output;
+  EXPECT_EQ(results_files_under(dir.path()), 0u);
 }
 
 TEST(Sharding, SharesAreContiguousCoverEveryRowAndDifferByAtMostOne) {
