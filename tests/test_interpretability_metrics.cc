@@ -72,6 +72,33 @@ TEST(Localisation, CellCentreAnchoringCentresPatchesAndPeaksOnTheCell) {
   EXPECT_EQ(peaks[1][1].item<int64_t>(), 2);
 }
 
+TEST(Localisation, SizesInCellsResolveToPixelsAtTheMapsScale) {
+  Params params = Params::defaults(localisation_schema());
+  params.set("size_unit", std::string("cells"));
+  params.set("half_size", int64_t{2});
+  params.set("patch_size", int64_t{3});
+  const LocalisationSettings given = localisation_settings(params);
+  EXPECT_EQ(given.size_unit, SizeUnit::kCells);
+  // 56 px over 14 rows: 4 px a cell.
+  const LocalisationSettings resolved = given.in_pixels(56, 14);
+  EXPECT_EQ(resolved.half_size, 8);
+  EXPECT_EQ(resolved.patch_size, 12);
+  EXPECT_DOUBLE_EQ(resolved.pixels_per_cell, 4.0);
+  EXPECT_EQ(resolved.in_pixels(56, 14).half_size, 8);  // resolved once, not scaled again
+  const nlohmann::json record = resolved.to_json();
+  EXPECT_EQ(record["size_unit"], "cells");
+  EXPECT_DOUBLE_EQ(record["half_size_cells"].get<double>(), 2.0);
+  EXPECT_EQ(record["half_size"], 8);
+  // At 224 px over 7 rows the same setting is 32 px a cell: 64 and 96.
+  EXPECT_EQ(given.in_pixels(224, 7).half_size, 64);
+  EXPECT_EQ(given.in_pixels(224, 7).patch_size, 96);
+  // Pixels stay pixels.
+  LocalisationSettings pixels;
+  pixels.half_size = 9;
+  EXPECT_EQ(pixels.in_pixels(56, 14).half_size, 9);
+  EXPECT_EQ(pixels.to_json()["size_unit"], "px");
+}
+
 TEST(Localisation, TieRulesPickTheReferencesMaxima) {
   torch::Tensor map = torch::zeros({1, 3, 4});
   map[0][0][3] = 1;  // row 0, column 3: first in row-major order
@@ -178,6 +205,8 @@ EvalContext context_for(const torch::Tensor& class_weights, int64_t height = kIm
   context.class_weights = class_weights;
   context.image_height = height;
   context.image_width = width;
+  context.feature_height = height / kStride;
+  context.feature_width = width / kStride;
   return context;
 }
 
@@ -238,6 +267,30 @@ TEST(InterpretabilityMetrics, AnOracleHeadScoresPurityOneAndConsistencyHundred) 
   EXPECT_EQ(p["pure_prototypes"], 8);
   EXPECT_DOUBLE_EQ(p["purity_oracle"].get<double>(), 1.0);  // the cell holding a keypoint: its 8-px patch does
   EXPECT_LT(p["purity_chance"].get<double>(), 0.5);
+}
+
+// The same sizes given in cells (4 px a cell: 12 cells over 48 px) give the same values as in
+// pixels, and the record says what they resolved to.
+TEST(InterpretabilityMetrics, SizesInCellsGiveThePixelSizesTheyStandFor) {
+  const auto& data = synth_data();
+  const EvalContext context = context_for(oracle_weights());
+  const auto noisy = oracle_maps(data.test.data.parts) + 0.5 * torch::rand({data.test.data.parts.size(0), 8, kGrid, kGrid});
+  json values[2], settings;
+  int i = 0;
+  for (const auto& params : {std::map<std::string, ParamValue>{{"half_size", int64_t{8}}, {"patch_size", int64_t{8}}},
+                             std::map<std::string, ParamValue>{{"half_size", int64_t{2}}, {"patch_size", int64_t{2}},
+                                                          {"size_unit", std::string("cells")}}}) {
+    auto consistency = build_metric("consistency", params);
+    ASSERT_TRUE(consistency->begin(context).ok());
+    feed(*consistency, "test", data.test, noisy);
+    values[i++] = computed(*consistency);
+    settings = (*consistency->compute())["settings"];
+  }
+  EXPECT_DOUBLE_EQ(values[0]["consistency"].get<double>(), values[1]["consistency"].get<double>());
+  EXPECT_DOUBLE_EQ(values[0]["mean_part_ratio"].get<double>(), values[1]["mean_part_ratio"].get<double>());
+  EXPECT_DOUBLE_EQ(values[0]["consistency_chance"].get<double>(), values[1]["consistency_chance"].get<double>());
+  EXPECT_DOUBLE_EQ(settings["pixels_per_cell"].get<double>(), 4.0) << settings.dump();
+  EXPECT_EQ(settings["half_size"], 8);
 }
 
 // Peaks uniform over the pixels (maps at input resolution, random): the chance that a part lies

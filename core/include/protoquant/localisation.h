@@ -33,6 +33,13 @@ enum class Anchor {
                 // the cell's receptive field is centred for a backbone whose padding keeps it so
 };
 
+// How half_size and patch_size are counted.
+enum class SizeUnit {
+  kPixels,  // input pixels, as the references (36 and 32 at 224 px)
+  kCells,   // feature-map cells: x the image-to-map ratio H / h, so a setting means the same part of
+            // the receptive field at any resolution (resolved by in_pixels when a pass begins)
+};
+
 struct LocalisationSettings {
   Anchor anchor = Anchor::kPeak;
   Upsampling upsampling = Upsampling::kBicubic;
@@ -44,7 +51,13 @@ struct LocalisationSettings {
   // PIP-Net's purity patch at feature resolution: a patch_size square at cell * stride, stride =
   // round((H - patch_size) / (h - 1)), shifted inside the image so every patch is patch_size wide.
   int64_t patch_size = 32;
+  SizeUnit size_unit = SizeUnit::kPixels;
+  double pixels_per_cell = 0.0;  // set by in_pixels for sizes given in cells
 
+  // These settings with half_size and patch_size in pixels for an H-pixel image whose feature map
+  // has h rows (cells are taken square, H / h pixels a side); as given when they are in pixels
+  // already. The metrics call it when their pass begins.
+  LocalisationSettings in_pixels(int64_t image_height, int64_t feature_height) const;
   nlohmann::json to_json() const;
 };
 

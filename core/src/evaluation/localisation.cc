@@ -9,13 +9,30 @@
 
 namespace protoquant {
 
+LocalisationSettings LocalisationSettings::in_pixels(int64_t image_height, int64_t feature_height) const {
+  LocalisationSettings resolved = *this;
+  if (size_unit != SizeUnit::kCells || pixels_per_cell > 0.0 || feature_height < 1) return resolved;
+  resolved.pixels_per_cell = static_cast<double>(image_height) / static_cast<double>(feature_height);
+  resolved.half_size = std::llround(static_cast<double>(half_size) * resolved.pixels_per_cell);
+  resolved.patch_size = std::max<int64_t>(1, std::llround(static_cast<double>(patch_size) * resolved.pixels_per_cell));
+  return resolved;
+}
+
 nlohmann::json LocalisationSettings::to_json() const {
-  return {{"anchor", anchor == Anchor::kPeak ? "peak" : "cell_centre"},
-          {"upsampling", upsampling == Upsampling::kBicubic ? "bicubic" : "bilinear"},
-          {"ties", ties == PeakTies::kRowMajor ? "row_major" : "column_first"},
-          {"half_size", half_size},
-          {"inclusive", inclusive},
-          {"patch_size", patch_size}};
+  nlohmann::json json = {{"anchor", anchor == Anchor::kPeak ? "peak" : "cell_centre"},
+                         {"upsampling", upsampling == Upsampling::kBicubic ? "bicubic" : "bilinear"},
+                         {"ties", ties == PeakTies::kRowMajor ? "row_major" : "column_first"},
+                         {"half_size", half_size},
+                         {"inclusive", inclusive},
+                         {"patch_size", patch_size},
+                         {"size_unit", size_unit == SizeUnit::kCells ? "cells" : "px"}};
+  // Given in cells and resolved: the pixels used above, and the cells they came from.
+  if (size_unit == SizeUnit::kCells && pixels_per_cell > 0.0) {
+    json["pixels_per_cell"] = pixels_per_cell;
+    json["half_size_cells"] = static_cast<double>(half_size) / pixels_per_cell;
+    json["patch_size_cells"] = static_cast<double>(patch_size) / pixels_per_cell;
+  }
+  return json;
 }
 
 ParamSchema localisation_schema() {
@@ -33,6 +50,10 @@ ParamSchema localisation_schema() {
           .range(0, 1 << 20),
       ParamSpec::Bool("inclusive", true, "test the region's bounds inclusively (the reference's 73-px window at 36)"),
       ParamSpec::Int("patch_size", 32, "purity: the patch side in input pixels (32 at 224 px)").range(1, 1 << 20),
+      ParamSpec::String("size_unit", "px",
+                        "half_size and patch_size in input pixels (px), or in feature-map cells (cells: x H / h, "
+                        "the same part of the receptive field at any resolution)")
+          .one_of({"px", "cells"}),
   };
 }
 
@@ -44,6 +65,7 @@ LocalisationSettings localisation_settings(const Params& params) {
   settings.half_size = params.get_int("half_size");
   settings.inclusive = params.get_bool("inclusive");
   settings.patch_size = params.get_int("patch_size");
+  settings.size_unit = params.get_string("size_unit") == "cells" ? SizeUnit::kCells : SizeUnit::kPixels;
   return settings;
 }
 
