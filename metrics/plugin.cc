@@ -33,7 +33,7 @@ absl::Status register_metrics(Registry& registry) {
        Stability::schema(), [](const Params& p, const BuildContext&) -> Built {
          NoiseSettings noise{p.get_float("noise_std"), p.get_float("noise_clip"), static_cast<uint64_t>(p.get_int("seed"))};
          return std::make_shared<Stability>(localisation_settings(p), prototype_class_rule(p), noise,
-                                            p.get_string("compare"));
+                                            p.get_string("compare"), static_cast<uint64_t>(p.get_int("chance_seed")));
        }}));
   PQ_RETURN_IF_ERROR(registry.metrics.add(
       {"purity", "PIP-Net's purity: how often a prototype's top training patches contain its best part",

@@ -7,6 +7,9 @@
 // `seed` and each image's index, so a run is reproducible and the realisation can be dumped.
 #pragma once
 
+#include <optional>
+
+#include "part_hits.h"
 #include "protoquant/localisation.h"
 #include "protoquant/metric.h"
 #include "protoquant/prototype_classes.h"
@@ -24,8 +27,13 @@ torch::Tensor stability_noise(const NoiseSettings& noise, const torch::Tensor& i
 
 class Stability : public Metric {
  public:
-  Stability(LocalisationSettings localisation, PrototypeClassRule classes, NoiseSettings noise, std::string compare)
-      : localisation_(localisation), rule_(std::move(classes)), noise_(noise), compare_(std::move(compare)) {}
+  Stability(LocalisationSettings localisation, PrototypeClassRule classes, NoiseSettings noise, std::string compare,
+            uint64_t chance_seed)
+      : localisation_(localisation),
+        rule_(std::move(classes)),
+        noise_(noise),
+        compare_(std::move(compare)),
+        chance_seed_(chance_seed) {}
   static ParamSchema schema();
 
   MetricNeeds needs() const override {
@@ -45,11 +53,14 @@ class Stability : public Metric {
   PrototypeClassRule rule_;
   NoiseSettings noise_;
   std::string compare_;
+  uint64_t chance_seed_;
   int64_t height_ = 0, width_ = 0;
   std::function<HeadOutput(const torch::Tensor&)> forward_;
   torch::Tensor classes_;  // P x C bool
   torch::Tensor stable_;   // P int64: stable pairs
   torch::Tensor pairs_;    // P int64: evaluated pairs
+  torch::Tensor stable_chance_;  // P int64: stable pairs of the chance level
+  std::optional<PeakGeometry> geometry_;
 };
 
 }  // namespace protoquant::metrics

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <functional>
 
 #include "datasets/image/synthparts.h"
@@ -508,6 +509,51 @@ TEST(InterpretabilityMetrics, StabilityIsHundredWithoutNoiseAndFallsAsTheNoiseGr
   ASSERT_TRUE(by_sum->begin(context).ok());
   feed(*by_sum, "test", data.test, maps);
   EXPECT_GE(computed(*by_sum)["stability"].get<double>(), scores[2]);
+}
+
+// Stability's chance level: a model whose maps peak at a random cell, drawn again under noise, is
+// stable on an (image, prototype) pair when both peaks catch the same parts. On an input-resolution
+// grid that chance is, per image, the sum over part sets v of P(v)^2, P(v) the fraction of pixels
+// whose region catches exactly v: computed here from the keypoints alone.
+TEST(InterpretabilityMetrics, StabilitysChanceLevelIsTheChanceThatTwoRandomPeaksCatchTheSameParts) {
+  const auto& data = synth_data();
+  const int64_t prototypes = 64, half = 6;
+  EvalContext context = context_for(torch::ones({6, prototypes}));
+  context.forward_images = [&](const torch::Tensor& images) {
+    HeadOutput out;
+    out.similarity = torch::rand({images.size(0), prototypes, kImage, kImage});
+    return out;
+  };
+  torch::manual_seed(8);
+  auto stability = build_metric("stability", {{"half_size", half}});
+  ASSERT_TRUE(stability->begin(context).ok());
+  feed(*stability, "test", data.test, torch::rand({data.test.size, prototypes, kImage, kImage}));
+  const auto parts = data.test.data.parts;
+  double expected = 0;
+  for (int64_t i = 0; i < parts.size(0); ++i) {
+    std::map<std::vector<bool>, int64_t> sets;
+    for (int64_t y = 0; y < kImage; ++y) {
+      for (int64_t x = 0; x < kImage; ++x) {
+        std::vector<bool> caught;
+        for (int64_t k = 0; k < parts.size(1); ++k) {
+          const auto kx = static_cast<int64_t>(parts[i][k][0].item<float>());
+          const auto ky = static_cast<int64_t>(parts[i][k][1].item<float>());
+          caught.push_back(parts[i][k][2].item<float>() >= 0.5F && ky >= std::max<int64_t>(0, y - half) &&
+                           ky <= std::min(kImage, y + half) && kx >= std::max<int64_t>(0, x - half) &&
+                           kx <= std::min(kImage, x + half));
+        }
+        ++sets[caught];
+      }
+    }
+    for (const auto& [set, count] : sets) expected += std::pow(static_cast<double>(count) / (kImage * kImage), 2);
+  }
+  expected = 100.0 * expected / static_cast<double>(parts.size(0));
+  const json c = computed(*stability);
+  // 120 images x 64 prototypes of Bernoulli draws: a standard error well under a point.
+  EXPECT_NEAR(c["stability_chance"].get<double>(), expected, 2.0);
+  EXPECT_GT(expected, 20.0);  // many pixels catch no part at all: random peaks agree on "nothing" often
+  EXPECT_LT(expected, 90.0);
+  EXPECT_DOUBLE_EQ(c["stability_oracle"].get<double>(), 100.0);
 }
 
 TEST(InterpretabilityMetrics, SizesEqualHandCounts) {
