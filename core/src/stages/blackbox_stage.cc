@@ -60,27 +60,22 @@ class BlackboxStage : public Stage {
       backbone->to(run.context.device);
     } else {
       DatasetSource source(*run.dataset, run.train_split);
+      // Logits at the run's backbone precision, widened: the loss and the accuracy are fp32.
+      const auto logits_of = [&](const torch::Tensor& images) {
+        AutocastScope autocast(run.backbone_precision, run.context.device);
+        return backbone->forward(images).to(torch::kFloat32);
+      };
       TrainOptions options = run.train_options("blackbox", {backbone});
       options.validate = [&]() -> absl::StatusOr<double> {
         DatasetSource validation(*run.dataset, run.validation_split, /*augment=*/false);
         return eval_accuracy(*backbone, validation, settings.eval_batch_size, run.context.device,
-                             [&](const Batch& b) {
-                               AutocastScope autocast(run.backbone_precision, run.context.device);
-                               return backbone->forward(b.images).to(torch::kFloat32);
-                             },
-                             "validate blackbox");
+                             [&](const Batch& b) { return logits_of(b.images); }, "validate blackbox");
       };
       PQ_RETURN_IF_ERROR(synchronise_batch_norm(*backbone, stage.get_bool("sync_batchnorm")).status());
       backbone->train();
       PQ_ASSIGN_OR_RETURN(auto summary, train(settings, backbone->parameters(), source,
                                               [&](const Batch& batch) {
-                                                torch::Tensor logits;
-                                                {
-                                                  AutocastScope autocast(run.backbone_precision, run.context.device);
-                                                  logits = backbone->forward(batch.images);
-                                                }
-                                                // The loss in fp32, whatever the forward ran in.
-                                                return cross_entropy(logits.to(torch::kFloat32), batch,
+                                                return cross_entropy(logits_of(batch.images), batch,
                                                                      settings.label_smoothing);
                                               },
                                               options));

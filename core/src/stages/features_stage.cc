@@ -9,6 +9,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "protoquant/batch_norm.h"
+#include "protoquant/checkpoint.h"
 #include "protoquant/digest.h"
 #include "protoquant/feature_cache.h"
 #include "protoquant/process_group.h"
@@ -127,20 +128,11 @@ absl::StatusOr<std::shared_ptr<Backbone>> RunState::folded_backbone() {
     PQ_RETURN_IF_ERROR(built.status());
     copy = *built;
   }
-  torch::NoGradGuard no_grad;
-  const auto copy_all = [](const auto& from, const auto& into, const char* what) -> absl::Status {
-    for (const auto& item : into) {
-      const torch::Tensor* source = from.find(item.key());
-      if (source == nullptr || source->sizes() != item.value().sizes()) {
-        return absl::InternalError(fmt::format("folding batch norm: the backbone's copy has {} '{}' that it lacks",
-                                               what, item.key()));
-      }
-      item.value().copy_(*source);
-    }
+  PQ_RETURN_IF_ERROR(guard("folding batch norm: copying the backbone", [&] {
+    restore_state(*copy, snapshot_state(original));  // the same construction: the same tensors in order
     return absl::OkStatus();
-  };
-  PQ_RETURN_IF_ERROR(copy_all(original.named_parameters(), copy->named_parameters(), "parameter"));
-  PQ_RETURN_IF_ERROR(copy_all(original.named_buffers(), copy->named_buffers(), "buffer"));
+  }));
+  torch::NoGradGuard no_grad;
   copy->to(context.device);
   freeze(*copy);
   const int folded = fold_batch_norm(*copy);
