@@ -61,20 +61,20 @@ ConvNext::ConvNext(int64_t in_channels, int64_t num_classes, double drop_path)
   // The 4/4 patchify stem, a 7x7 depthwise conv per block (its 1x1s add nothing) and a 2/2
   // downsampling conv between stages.
   GeometryBuilder geometry;
-  geometry.layer(4, 4);
+  geometry.layer(4, 4, 0);
   int64_t block_id = 0;
   for (size_t stage = 0; stage < kDepths.size(); ++stage) {
     Stage blocks;
     for (int64_t b = 0; b < kDepths[stage]; ++b, ++block_id) {
       blocks->push_back(ConvNextBlock(kDims[stage], drop_path * static_cast<double>(block_id) / (total_blocks - 1)));
-      geometry.layer(7);
+      geometry.layer(7, 1, 3);
     }
     features->push_back(blocks);
     if (stage + 1 < kDepths.size()) {
       features->push_back(Stage(
           LayerNorm2d(kDims[stage]),
           torch::nn::Conv2d(torch::nn::Conv2dOptions(kDims[stage], kDims[stage + 1], 2).stride(2))));
-      geometry.layer(2, 2);
+      geometry.layer(2, 2, 0);
     }
   }
   features_ = register_module("features", features);

@@ -58,9 +58,11 @@ ResNet::ResNet(const std::string& arch, int64_t in_channels, int64_t num_classes
     : TorchvisionBackbone(arch, "fc", "fc") {
   const ResNetConfig config = resnet_config(arch);
   // The stem (conv 7/2, max-pool 3/2), then each block's longest path: a BasicBlock's two 3x3
-  // convs (the first strides), a Bottleneck's 3x3 (it strides; the 1x1s add nothing).
+  // convs (the first strides), a Bottleneck's 3x3 (it strides; the 1x1s add nothing). Every layer
+  // is padded by half its kernel, so cell r is centred on input pixel 32 r: its cell's top-left
+  // corner, not the middle of its 32-pixel block.
   GeometryBuilder geometry;
-  geometry.layer(7, 2).layer(3, 2);
+  geometry.layer(7, 2, 3).layer(3, 2, 1);
   conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, 64, 7).stride(2).padding(3).bias(false)));
   bn1_ = register_module("bn1", BatchNorm2d(64));
   int64_t channels = 64;
@@ -70,8 +72,8 @@ ResNet::ResNet(const std::string& arch, int64_t in_channels, int64_t num_classes
     for (int64_t b = 0; b < config.blocks[stage]; ++b) {
       const int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
       layer->push_back(ResidualBlock(channels, planes, stride, config.bottleneck));
-      geometry.layer(3, stride);
-      if (!config.bottleneck) geometry.layer(3);
+      geometry.layer(3, stride, 1);
+      if (!config.bottleneck) geometry.layer(3, 1, 1);
       channels = config.bottleneck ? planes * kExpansion : planes;
     }
     layers_.push_back(register_module(fmt::format("layer{}", stage + 1), layer));

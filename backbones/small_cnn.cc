@@ -37,8 +37,14 @@ torch::Tensor SmallCnn::features(const torch::Tensor& images) {
 }
 
 BackboneGeometry SmallCnn::geometry() const {
-  // conv3, conv3, pool2, conv3, conv3, pool2, conv3, conv3: stride 4, receptive field 32.
-  return GeometryBuilder().layer(3).layer(3).layer(2, 2).layer(3).layer(3).layer(2, 2).layer(3).layer(3).geometry();
+  // conv3, conv3, pool2, conv3, conv3, pool2, conv3, conv3 (the convs padded by 1, the pools not):
+  // stride 4, receptive field 32, cell r centred on input pixel 4 r + 1.5.
+  GeometryBuilder geometry;
+  for (int block = 0; block < 3; ++block) {
+    geometry.layer(3, 1, 1).layer(3, 1, 1);
+    if (block < 2) geometry.layer(2, 2, 0);
+  }
+  return geometry.geometry();
 }
 
 torch::Tensor SmallCnn::classify(const torch::Tensor& features) {

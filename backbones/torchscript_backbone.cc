@@ -157,6 +157,9 @@ ParamSchema torchscript_schema() {
       ParamSpec::Int("stride", 0, "input pixels between feature cells; 0 = the image size over the feature map's").min(0),
       ParamSpec::Int("receptive_field", 0, "input pixels one feature cell sees; 0 = unknown").min(0),
       ParamSpec::Int("patch_size", 0, "a ViT's patch side in pixels; 0 = the stride for tokens, none for a grid").min(0),
+      ParamSpec::FloatList("centre_offset", {},
+                           "[x]: the input pixel on which cell 0's receptive field is centred (cell r's: x + r * "
+                           "stride); [] = the patch's middle for tokens, unknown for a grid"),
   };
 }
 
@@ -227,6 +230,16 @@ absl::StatusOr<std::shared_ptr<Backbone>> build_torchscript_backbone(const Param
   }
   const bool tokens = layout.tokens == "tokens" || (layout.tokens == "auto" && probe_was_tokens);
   if (geometry.patch_size == 0 && tokens) geometry.patch_size = geometry.stride;
+  const std::vector<double> centre = params.get_float_list("centre_offset");
+  if (centre.size() > 1) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: centre_offset takes one number (cell 0's receptive-field centre), got {}", path, centre.size()));
+  }
+  if (!centre.empty()) geometry.centre_offset = centre.front();
+  // A token sees its patch first: centred on the patch's middle pixel.
+  if (centre.empty() && geometry.patch_size > 0) {
+    geometry.centre_offset = static_cast<double>(geometry.patch_size - 1) / 2.0;
+  }
   auto backbone = std::make_shared<TorchScriptBackbone>(std::move(module), std::move(layout), channels, std::move(head),
                                                         context.num_classes);
   backbone->set_geometry(geometry);

@@ -162,6 +162,56 @@ TEST(BackboneGeometry, StridesMatchTheFeatureMapAndReceptiveFieldsTheLayerCounts
   }
 }
 
+// Where each built-in backbone's receptive fields lie, measured: the input rows whose change can
+// change feature row r form an interval (the receptive field, when it lies inside the image).
+// Perturbing rows 0..y reaches row r exactly when y >= its first row, and rows y..H - 1 exactly
+// when y <= its last, so two bisections find both ends. The field's side and its centre must be
+// the geometry's receptive_field and centre(r), which the backbones compute from their layers.
+// ConvNeXt starts its blocks' layer scales at 1e-6, under float resolution beside the residual
+// stream: they are set to 1 so that every path carries the change.
+TEST(BackboneGeometry, ReceptiveFieldsAreWhereInputChangesReachACell) {
+  const std::map<std::string, int64_t> height = {{"small_cnn", 64}, {"resnet18", 576}, {"resnet50", 576}, {"convnext_tiny", 1824}};
+  for (const auto& [arch, image_height] : height) {
+    const auto* entry = builtin_registry().backbones.find(arch);
+    ASSERT_NE(entry, nullptr) << arch;
+    auto built = builtin_registry().backbones.build(arch, Params::defaults(entry->schema), image_context(kClasses));
+    ASSERT_TRUE(built.ok()) << arch << ": " << built.status();
+    Backbone& backbone = **built;
+    backbone.eval();
+    torch::NoGradGuard no_grad;
+    for (auto& item : backbone.named_parameters()) {
+      if (item.key().find("layer_scale") != std::string::npos) item.value().fill_(1.0);
+    }
+    torch::manual_seed(3);
+    const torch::Tensor images = torch::randn({1, 3, image_height, 32});
+    const torch::Tensor features = backbone.features(images);
+    const int64_t row = features.size(2) / 2;
+    const BackboneGeometry geometry = backbone.geometry();
+    ASSERT_TRUE(geometry.knows_centres()) << arch;
+    auto reaches_row = [&](int64_t first, int64_t last) {
+      torch::Tensor changed = images.clone();
+      changed.slice(2, first, last + 1) += 50.0;
+      return backbone.features(changed).select(2, row).ne(features.select(2, row)).any().item<bool>();
+    };
+    int64_t lo = 0, hi = image_height - 1;  // the first row y with reaches_row(0, y)
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (reaches_row(0, mid)) hi = mid; else lo = mid + 1;
+    }
+    const int64_t first = lo;
+    lo = 0, hi = image_height - 1;  // the last row y with reaches_row(y, H - 1)
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (reaches_row(mid, image_height - 1)) lo = mid; else hi = mid - 1;
+    }
+    const int64_t last = lo;
+    ASSERT_GT(first, 0) << arch << ": the field must lie inside the image";
+    ASSERT_LT(last, image_height - 1) << arch << ": the field must lie inside the image";
+    EXPECT_EQ(last - first + 1, geometry.receptive_field) << arch;
+    EXPECT_DOUBLE_EQ((static_cast<double>(first) + static_cast<double>(last)) / 2.0, geometry.centre(row)) << arch;
+  }
+}
+
 TEST(BackboneWeights, TrainableHeadFreezesTheBodyAndKeepsItInEvalMode) {
   const auto* entry = builtin_registry().backbones.find("convnext_tiny");
   ASSERT_NE(entry, nullptr);

@@ -49,7 +49,17 @@ TEST(BackboneTorchScript, VitTokensBecomeTheGridWithTheClsTokenDropped) {
     auto backbone = build_scripted("vit_cls.pt", {{"output", std::string("tokens")}, {"cls_token", cls}});
     ASSERT_TRUE(backbone.ok()) << backbone.status();
     expect_grid(**backbone, "vit_cls");
+    // A token's receptive field is centred on its patch's middle, unless the manifest says.
+    const BackboneGeometry geometry = (*backbone)->geometry();
+    EXPECT_GT(geometry.patch_size, 0);
+    EXPECT_DOUBLE_EQ(geometry.centre_offset, (geometry.patch_size - 1) / 2.0);
   }
+  auto placed = build_scripted("vit_cls.pt", {{"output", std::string("tokens")}, {"centre_offset", std::vector<double>{1.0}}});
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  EXPECT_DOUBLE_EQ((*placed)->geometry().centre_offset, 1.0);
+  auto two = build_scripted("vit_cls.pt", {{"output", std::string("tokens")}, {"centre_offset", std::vector<double>{1.0, 2.0}}});
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("centre_offset takes one number"), std::string::npos) << two.status();
   // Keeping the CLS token leaves 17 tokens: no square grid, an error at build time.
   auto keep = build_scripted("vit_cls.pt", {{"output", std::string("tokens")}, {"cls_token", std::string("keep")}});
   ASSERT_FALSE(keep.ok());

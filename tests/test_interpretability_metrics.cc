@@ -11,6 +11,7 @@
 #include <cmath>
 #include <map>
 #include <functional>
+#include <tuple>
 
 #include "datasets/image/synthparts.h"
 #include "protoquant/evaluation_pass.h"
@@ -71,6 +72,71 @@ TEST(Localisation, CellCentreAnchoringCentresPatchesAndPeaksOnTheCell) {
   EXPECT_EQ(peaks[0][1].item<int64_t>(), 22);
   EXPECT_EQ(peaks[1][0].item<int64_t>(), 46);
   EXPECT_EQ(peaks[1][1].item<int64_t>(), 2);
+}
+
+// The receptive field's centre comes from the backbone's geometry, so it differs from the cell's
+// centre where the paddings say so: ResNet's padded layers centre cell r on pixel 32 r, not on
+// 32 r + 15.5.
+TEST(Localisation, ReceptiveFieldCentreAnchoringFollowsTheBackbonesGeometry) {
+  LocalisationSettings given;
+  given.anchor = Anchor::kReceptiveFieldCentre;
+  given.patch_size = 32;
+  BackboneGeometry unknown;
+  unknown.stride = 32;
+  const auto refused = given.for_pass(224, 7, unknown);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(std::string(refused.status().message()).find("centre_offset"), std::string::npos) << refused.status();
+  LocalisationSettings peak;
+  EXPECT_TRUE(peak.for_pass(224, 7, unknown).ok());  // the references' anchor needs no geometry
+
+  const BackboneGeometry resnet{32, 435, 0, 0.0};
+  const auto resolved = given.for_pass(224, 7, resnet);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  torch::Tensor maps = torch::zeros({1, 7, 7});
+  maps[0][2][5] = 1;
+  const torch::Tensor peaks = localise_peaks(maps, 224, 224, *resolved);
+  EXPECT_EQ(peaks[0][0].item<int64_t>(), 64);
+  EXPECT_EQ(peaks[0][1].item<int64_t>(), 160);
+  LocalisationSettings cell = given;
+  cell.anchor = Anchor::kCellCentre;
+  EXPECT_EQ(localise_peaks(maps, 224, 224, cell)[0][0].item<int64_t>(), 80);
+  // The patch's 33 pixels (tested inclusively) sit symmetrically around the centre pixel, shifted
+  // inside at the border.
+  const PixelBox patch = patch_of_cell(2, 5, 7, 7, 224, 224, *resolved);
+  EXPECT_EQ(patch.y0, 48);
+  EXPECT_EQ(patch.y1, 80);
+  EXPECT_EQ(patch.x0, 144);
+  EXPECT_EQ(patch_of_cell(0, 6, 7, 7, 224, 224, *resolved).y0, 0);  // centred on pixel 0: shifted in
+  // The last cell's field is centred on pixel 192, not near the border as the cell's centre is.
+  EXPECT_EQ(patch_of_cell(0, 6, 7, 7, 224, 224, *resolved).x1, 208);
+  EXPECT_EQ(patch_of_cell(0, 6, 7, 7, 224, 224, cell).x1, 224);
+  const nlohmann::json record = resolved->to_json();
+  EXPECT_EQ(record["anchor"], "receptive_field_centre");
+  EXPECT_EQ(record["stride"], 32);
+  EXPECT_DOUBLE_EQ(record["centre_offset"].get<double>(), 0.0);
+
+  // The small CNN's unpadded pools centre cell r on 4 r + 1.5: the peak pixel rounds up to the
+  // cell's centre pixel 4 r + 2.
+  const auto small = given.for_pass(56, 14, BackboneGeometry{4, 32, 0, 1.5});
+  ASSERT_TRUE(small.ok()) << small.status();
+  torch::Tensor small_maps = torch::zeros({1, 14, 14});
+  small_maps[0][3][0] = 1;
+  EXPECT_EQ(localise_peaks(small_maps, 56, 56, *small)[0][0].item<int64_t>(), 14);
+  EXPECT_EQ(localise_peaks(small_maps, 56, 56, *small)[0][1].item<int64_t>(), 2);
+  // So for the small CNN both anchorings give the same pixels, peaks and 8-px patches alike, which
+  // is why the synthparts manifests' cell_centre numbers stand for either.
+  LocalisationSettings small_cell = *small;
+  small_cell.anchor = Anchor::kCellCentre;
+  small_cell.patch_size = 8;
+  LocalisationSettings small_field = *small;
+  small_field.patch_size = 8;
+  const torch::Tensor every_cell = torch::eye(14 * 14).view({14 * 14, 14, 14});
+  EXPECT_TRUE(localise_peaks(every_cell, 56, 56, small_field).equal(localise_peaks(every_cell, 56, 56, small_cell)));
+  for (int64_t r = 0; r < 14; ++r) {
+    const PixelBox field = patch_of_cell(r, 13 - r, 14, 14, 56, 56, small_field);
+    const PixelBox centre = patch_of_cell(r, 13 - r, 14, 14, 56, 56, small_cell);
+    EXPECT_EQ(std::tie(field.y0, field.y1, field.x0, field.x1), std::tie(centre.y0, centre.y1, centre.x0, centre.x1)) << r;
+  }
 }
 
 TEST(Localisation, SizesInCellsResolveToPixelsAtTheMapsScale) {

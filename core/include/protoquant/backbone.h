@@ -1,7 +1,9 @@
 // A backbone is the frozen black box f plus its original classifier head g (METHOD.md, stage 0).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
@@ -15,9 +17,20 @@ struct BackboneGeometry {
   int64_t stride = 0;           // input pixels between neighbouring feature cells (0: unknown)
   int64_t receptive_field = 0;  // side of the square of input pixels one cell sees (0: unknown)
   int64_t patch_size = 0;       // a ViT's patch side in input pixels; 0 for a CNN
+  // The input pixel (pixel centres at integers) on which cell 0's receptive field is centred;
+  // cell r's is centre_offset + r * stride. It follows from the paddings, so it is not the middle
+  // of the cell's stride block in general (ResNet's padded layers centre cell r on pixel 32 r).
+  // NaN: unknown.
+  double centre_offset = std::numeric_limits<double>::quiet_NaN();
+
+  bool knows_centres() const { return stride > 0 && std::isfinite(centre_offset); }
+  // The receptive-field centre of cell `cell` along one axis, in input pixels.
+  double centre(int64_t cell) const { return centre_offset + static_cast<double>(cell * stride); }
 
   nlohmann::json to_json() const {
-    return {{"stride", stride}, {"receptive_field", receptive_field}, {"patch_size", patch_size}};
+    nlohmann::json json = {{"stride", stride}, {"receptive_field", receptive_field}, {"patch_size", patch_size}};
+    json["centre_offset"] = std::isfinite(centre_offset) ? nlohmann::json(centre_offset) : nlohmann::json(nullptr);
+    return json;
   }
 };
 

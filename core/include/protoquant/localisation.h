@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "protoquant/backbone.h"
 #include "protoquant/params.h"
 
 namespace protoquant {
@@ -31,6 +32,8 @@ enum class Anchor {
                 // at cell * stride (comparable with published numbers)
   kCellCentre,  // both centred on the peak cell's centre, ((r + 1/2) H / h, (c + 1/2) W / w): where
                 // the cell's receptive field is centred for a backbone whose padding keeps it so
+  kReceptiveFieldCentre,  // both centred on the peak cell's receptive-field centre, from the
+                          // backbone's geometry (centre_offset + r x stride): right for any padding
 };
 
 // How half_size and patch_size are counted.
@@ -53,11 +56,19 @@ struct LocalisationSettings {
   int64_t patch_size = 32;
   SizeUnit size_unit = SizeUnit::kPixels;
   double pixels_per_cell = 0.0;  // set by in_pixels for sizes given in cells
+  // The backbone's stride and cell 0's receptive-field centre (input pixels), set by for_pass
+  // for kReceptiveFieldCentre.
+  int64_t stride = 0;
+  double centre_offset = 0.0;
 
   // These settings with half_size and patch_size in pixels for an H-pixel image whose feature map
   // has h rows (cells are taken square, H / h pixels a side); as given when they are in pixels
   // already. The metrics call it when their pass begins.
   LocalisationSettings in_pixels(int64_t image_height, int64_t feature_height) const;
+  // in_pixels, and the backbone's receptive-field centres taken from `geometry` for the
+  // kReceptiveFieldCentre anchor: an error when the geometry does not know them.
+  absl::StatusOr<LocalisationSettings> for_pass(int64_t image_height, int64_t feature_height,
+                                                const BackboneGeometry& geometry) const;
   nlohmann::json to_json() const;
 };
 
@@ -85,13 +96,15 @@ struct PixelBox {
 PixelBox purity_patch(int64_t row, int64_t column, int64_t grid_height, int64_t grid_width, int64_t height,
                       int64_t width, int64_t patch_size);
 // The patch of a cell as `settings.anchor` says: PIP-Net's (purity_patch), or patch_size wide
-// centred on the cell's centre (y0 = round(centre - patch_size / 2)), shifted inside the image.
+// centred on the cell's centre or its receptive field's (y0 = round(centre - patch_size / 2), the
+// centre in continuous coordinates, pixel i spanning [i, i + 1)), shifted inside the image.
 PixelBox patch_of_cell(int64_t row, int64_t column, int64_t grid_height, int64_t grid_width, int64_t height,
                        int64_t width, const LocalisationSettings& settings);
 
 // Where maps N x h x w localise in an H x W image, N x 2 (row, column) pixels, as `settings.anchor`
-// says: the upsampled map's peak (kPeak), or the centre pixel floor((r + 1/2) H / h) of the peak
-// cell (kCellCentre, no upsampling).
+// says: the upsampled map's peak (kPeak), the centre pixel floor((r + 1/2) H / h) of the peak cell
+// (kCellCentre, no upsampling), or the pixel on its receptive field's centre, a half-pixel centre
+// rounded up (kReceptiveFieldCentre).
 torch::Tensor localise_peaks(const torch::Tensor& maps, int64_t height, int64_t width,
                              const LocalisationSettings& settings);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
@@ -18,8 +19,36 @@ LocalisationSettings LocalisationSettings::in_pixels(int64_t image_height, int64
   return resolved;
 }
 
+absl::StatusOr<LocalisationSettings> LocalisationSettings::for_pass(int64_t image_height, int64_t feature_height,
+                                                                   const BackboneGeometry& geometry) const {
+  LocalisationSettings resolved = in_pixels(image_height, feature_height);
+  if (anchor != Anchor::kReceptiveFieldCentre) return resolved;
+  if (!geometry.knows_centres()) {
+    return absl::FailedPreconditionError(fmt::format(
+        "anchor = receptive_field_centre needs the backbone's receptive-field centres, and its geometry does not say "
+        "them (stride {}, centre_offset unknown): give the backbone's centre_offset, or use anchor = cell_centre",
+        geometry.stride));
+  }
+  resolved.stride = geometry.stride;
+  resolved.centre_offset = geometry.centre_offset;
+  return resolved;
+}
+
+namespace {
+
+const char* anchor_name(Anchor anchor) {
+  switch (anchor) {
+    case Anchor::kPeak: return "peak";
+    case Anchor::kCellCentre: return "cell_centre";
+    case Anchor::kReceptiveFieldCentre: return "receptive_field_centre";
+  }
+  return "?";
+}
+
+}  // namespace
+
 nlohmann::json LocalisationSettings::to_json() const {
-  nlohmann::json json = {{"anchor", anchor == Anchor::kPeak ? "peak" : "cell_centre"},
+  nlohmann::json json = {{"anchor", anchor_name(anchor)},
                          {"upsampling", upsampling == Upsampling::kBicubic ? "bicubic" : "bilinear"},
                          {"ties", ties == PeakTies::kRowMajor ? "row_major" : "column_first"},
                          {"half_size", half_size},
@@ -32,6 +61,10 @@ nlohmann::json LocalisationSettings::to_json() const {
     json["half_size_cells"] = static_cast<double>(half_size) / pixels_per_cell;
     json["patch_size_cells"] = static_cast<double>(patch_size) / pixels_per_cell;
   }
+  if (anchor == Anchor::kReceptiveFieldCentre && stride > 0) {
+    json["stride"] = stride;
+    json["centre_offset"] = centre_offset;
+  }
   return json;
 }
 
@@ -39,8 +72,9 @@ ParamSchema localisation_schema() {
   return ParamSchema{
       ParamSpec::String("anchor", "peak",
                         "peak: the references' region around the upsampled peak and PIP-Net's patch; cell_centre: "
-                        "both centred on the peak cell's centre")
-          .one_of({"peak", "cell_centre"}),
+                        "both centred on the peak cell's centre; receptive_field_centre: on its receptive field's "
+                        "centre (the backbone's geometry)")
+          .one_of({"peak", "cell_centre", "receptive_field_centre"}),
       ParamSpec::String("upsampling", "bicubic", "similarity map to image: bicubic (OpenCV INTER_CUBIC) or bilinear")
           .one_of({"bicubic", "bilinear"}),
       ParamSpec::String("ties", "row_major",
@@ -59,7 +93,10 @@ ParamSchema localisation_schema() {
 
 LocalisationSettings localisation_settings(const Params& params) {
   LocalisationSettings settings;
-  settings.anchor = params.get_string("anchor") == "cell_centre" ? Anchor::kCellCentre : Anchor::kPeak;
+  const std::string anchor = params.get_string("anchor");
+  settings.anchor = anchor == "cell_centre"              ? Anchor::kCellCentre
+                    : anchor == "receptive_field_centre" ? Anchor::kReceptiveFieldCentre
+                                                         : Anchor::kPeak;
   settings.upsampling = params.get_string("upsampling") == "bilinear" ? Upsampling::kBilinear : Upsampling::kBicubic;
   settings.ties = params.get_string("ties") == "column_first" ? PeakTies::kColumnFirst : PeakTies::kRowMajor;
   settings.half_size = params.get_int("half_size");
@@ -148,6 +185,21 @@ torch::Tensor parts_near_peaks(const torch::Tensor& peaks, const torch::Tensor& 
   return out;
 }
 
+namespace {
+
+// Where a centred region or patch sits along one axis, in pixel coordinates (pixel i's centre at
+// i): the cell's centre (r + 1/2) H / h, a continuous coordinate (pixel i spans [i, i + 1)), is
+// pixel (r + 1/2) H / h - 1/2; the receptive field's centre is centre_offset + r x stride. A
+// region's peak pixel is the nearest, halves rounded up.
+double centre_pixel(int64_t cell, int64_t cells, int64_t pixels, const LocalisationSettings& settings) {
+  if (settings.anchor == Anchor::kReceptiveFieldCentre) {
+    return settings.centre_offset + static_cast<double>(cell * settings.stride);
+  }
+  return (static_cast<double>(cell) + 0.5) * static_cast<double>(pixels) / static_cast<double>(cells) - 0.5;
+}
+
+}  // namespace
+
 PixelBox purity_patch(int64_t row, int64_t column, int64_t grid_height, int64_t grid_width, int64_t height,
                       int64_t width, int64_t patch_size) {
   auto span = [&](int64_t cell, int64_t cells, int64_t pixels) {
@@ -173,8 +225,13 @@ PixelBox patch_of_cell(int64_t row, int64_t column, int64_t grid_height, int64_t
   }
   auto span = [&](int64_t cell, int64_t cells, int64_t pixels) {
     const int64_t patch = std::min(settings.patch_size, pixels);
-    const double centre = (static_cast<double>(cell) + 0.5) * static_cast<double>(pixels) / static_cast<double>(cells);
-    const int64_t lo = std::clamp<int64_t>(std::lround(centre - static_cast<double>(patch) / 2.0), 0, pixels - patch);
+    // The cell's centre (r + 1/2) H / h is at continuous coordinate centre + 1/2: the window
+    // starts half a patch before it. The receptive field's is a pixel: the patch + 1 pixels
+    // tested inclusively sit symmetrically around it.
+    const double centre = centre_pixel(cell, cells, pixels, settings);
+    const double start = settings.anchor == Anchor::kReceptiveFieldCentre ? centre - static_cast<double>(patch) / 2.0
+                                                                          : centre + 0.5 - static_cast<double>(patch) / 2.0;
+    const int64_t lo = std::clamp<int64_t>(std::lround(start), 0, pixels - patch);
     return std::pair<int64_t, int64_t>{lo, lo + patch};
   };
   const auto [y0, y1] = span(row, grid_height, height);
@@ -186,10 +243,17 @@ torch::Tensor localise_peaks(const torch::Tensor& maps, int64_t height, int64_t 
                              const LocalisationSettings& settings) {
   if (settings.anchor == Anchor::kPeak) return peak_positions(upsample_maps(maps, height, width, settings.upsampling), settings.ties);
   const int64_t h = maps.size(1), w = maps.size(2);
-  const torch::Tensor cells = peak_positions(maps.to(torch::kCPU, torch::kFloat32), settings.ties);  // N x 2
-  const torch::Tensor rows = ((cells.select(1, 0).to(torch::kFloat64) + 0.5) * height / h).floor().clamp(0, height - 1);
-  const torch::Tensor columns = ((cells.select(1, 1).to(torch::kFloat64) + 0.5) * width / w).floor().clamp(0, width - 1);
-  return torch::stack({rows, columns}, 1).to(torch::kInt64);
+  const torch::Tensor cells = peak_positions(maps.to(torch::kCPU, torch::kFloat32), settings.ties).contiguous();  // N x 2
+  torch::Tensor out = torch::empty_like(cells);
+  const int64_t* cell = cells.data_ptr<int64_t>();
+  int64_t* pixel = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < cells.size(0); ++i) {
+    pixel[2 * i] = std::clamp<int64_t>(
+        static_cast<int64_t>(std::floor(centre_pixel(cell[2 * i], h, height, settings) + 0.5)), 0, height - 1);
+    pixel[2 * i + 1] = std::clamp<int64_t>(
+        static_cast<int64_t>(std::floor(centre_pixel(cell[2 * i + 1], w, width, settings) + 0.5)), 0, width - 1);
+  }
+  return out;
 }
 
 }  // namespace protoquant
