@@ -6,6 +6,7 @@
 #pragma once
 
 #include "protoquant/metric.h"
+#include "protoquant/params.h"
 
 namespace protoquant::metrics {
 

@@ -3,6 +3,7 @@
 #include "accuracy.h"
 #include "codebook_usage.h"
 #include "consistency.h"
+#include "funnybirds.h"
 #include "grounding.h"
 #include "protoquant/plugin.h"
 #include "purity.h"
@@ -69,6 +70,11 @@ absl::Status register_metrics(Registry& registry) {
          a.dtype = p.get_string("dtype");
          return std::make_shared<SpatialMisalignment>(a, prototype_class_rule(p));
        }}));
+  PQ_RETURN_IF_ERROR(registry.metrics.add(
+      {"funnybirds",
+       "FunnyBirds' protocols (accuracy, CSDC, PC, DC, D, SD, TS, BI; completeness, correctness, contrastivity) by "
+       "re-rendering the images without parts",
+       FunnyBirds::schema(), [](const Params& p, const BuildContext&) -> Built { return FunnyBirds::build(p); }}));
   return registry.metrics.add({"codebook_usage", "codes used, dead fraction and perplexity on the evaluated split",
                                ParamSchema{},
                                [](const Params&, const BuildContext&) -> Built {

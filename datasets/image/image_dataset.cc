@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "protoquant/status.h"
@@ -139,6 +140,90 @@ ImageDataset::~ImageDataset() {
 
 absl::Status ImageDataset::generate(const std::string&, int64_t, Sample&) const {
   return absl::InternalError("this dataset has no generated samples");
+}
+
+absl::Status ImageDataset::generate_intervention(const std::string&, int64_t, const Intervention&, Sample&) const {
+  return absl::InternalError("this dataset cannot re-render its samples");
+}
+
+absl::StatusOr<Batch> ImageDataset::get_intervened_batch(const std::string& split, const torch::Tensor& indices,
+                                                         const std::vector<Intervention>& interventions) {
+  if (!info_.has_interventions) return Dataset::get_intervened_batch(split, indices, interventions);
+  const auto records = splits_.find(split);
+  if (records == splits_.end()) return absl::InvalidArgumentError(fmt::format("{}: no split '{}'", info_.name, split));
+  const torch::Tensor where = indices.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t n = where.numel(), size = static_cast<int64_t>(records->second.size());
+  const int64_t* index = where.data_ptr<int64_t>();
+  if (interventions.size() != 1 && static_cast<int64_t>(interventions.size()) != n) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: {} interventions for {} samples (one, or one each)", info_.name, interventions.size(), n));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (index[i] < 0 || index[i] >= size) {
+      return absl::OutOfRangeError(fmt::format("{}: sample {} of split '{}' (size {})", info_.name, index[i], split, size));
+    }
+  }
+  const int64_t parts = static_cast<int64_t>(info_.part_names.size());
+  Batch batch;
+  batch.images = torch::empty({n, 3, info_.height, info_.width}, torch::kFloat32);
+  batch.labels = torch::empty({n}, torch::kInt64);
+  batch.part_maps = torch::zeros({n, info_.height, info_.width}, torch::kInt64);
+  if (info_.has_parts) batch.parts = torch::zeros({n, parts, 3}, torch::kFloat32);
+  if (info_.has_boxes) batch.boxes = torch::zeros({n, 4}, torch::kFloat32);
+  float* images = batch.images.data_ptr<float>();
+  int64_t* labels = batch.labels.data_ptr<int64_t>();
+  int64_t* part_maps = batch.part_maps.data_ptr<int64_t>();
+  float* keypoints = batch.parts.defined() ? batch.parts.data_ptr<float>() : nullptr;
+  float* boxes = batch.boxes.defined() ? batch.boxes.data_ptr<float>() : nullptr;
+  std::vector<absl::Status> status(static_cast<size_t>(n));
+  // Each sample is its own scene: drawn and transformed on as many threads as the loader has.
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      status[static_cast<size_t>(i)] = guard("re-render sample", [&]() -> absl::Status {
+        const ImageRecord& record = records->second[static_cast<size_t>(index[i])];
+        Sample sample;
+        sample.parts = record.parts;
+        sample.box = record.box;
+        const Intervention& intervention = interventions[interventions.size() == 1 ? 0 : static_cast<size_t>(i)];
+        PQ_RETURN_IF_ERROR(generate_intervention(split, index[i], intervention, sample));
+        if (sample.part_map.empty()) return absl::InternalError("the re-rendered sample has no part map");
+        cv::Mat generated = sample.image;
+        Rng rng(0);  // the eval transform draws nothing
+        PQ_RETURN_IF_ERROR(options_.eval.run(
+            generated.size(), 1, [&](int) -> absl::StatusOr<cv::Mat> { return generated; }, record.crop, sample, rng));
+        if (sample.part_map.size() != sample.image.size()) {
+          return absl::InternalError("the part map lost the image's size in the eval transform");
+        }
+        to_normalized_chw(sample.image, options_.mean, options_.std, images + i * 3 * info_.height * info_.width);
+        labels[i] = record.label;
+        int64_t* map = part_maps + i * info_.height * info_.width;
+        for (int y = 0; y < sample.part_map.rows; ++y) {
+          const int32_t* row = sample.part_map.ptr<int32_t>(y);
+          for (int x = 0; x < sample.part_map.cols; ++x) map[y * info_.width + x] = row[x];
+        }
+        if (keypoints != nullptr) {
+          for (int64_t p = 0; p < parts && p < static_cast<int64_t>(sample.parts.size()); ++p) {
+            const Keypoint& k = sample.parts[static_cast<size_t>(p)];
+            float* out = keypoints + (i * parts + p) * 3;
+            out[0] = k.x, out[1] = k.y, out[2] = k.visible ? 1.0F : 0.0F;
+          }
+        }
+        if (boxes != nullptr && sample.box) {
+          const cv::Rect2f& b = *sample.box;
+          float* out = boxes + i * 4;
+          out[0] = b.x, out[1] = b.y, out[2] = b.x + b.width, out[3] = b.y + b.height;
+        }
+        return absl::OkStatus();
+      });
+    }
+  });
+  for (int64_t i = 0; i < n; ++i) {
+    if (!status[static_cast<size_t>(i)].ok()) {
+      return annotate(status[static_cast<size_t>(i)],
+                      fmt::format("{}: sample {} of split '{}'", info_.name, index[i], split));
+    }
+  }
+  return batch;
 }
 
 int64_t ImageDataset::size(const std::string& split) const {

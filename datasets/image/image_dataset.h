@@ -78,6 +78,10 @@ class ImageDataset : public Dataset {
   absl::StatusOr<Batch> get_eval_batch(const std::string& split, const torch::Tensor& indices) override;
   void prefetch(const std::string& split, const torch::Tensor& indices, bool augment) override;
   absl::StatusOr<Batch> load_image(const std::filesystem::path& file) override;
+  // Re-renders through generate_intervention and the eval transform, which moves the part map
+  // with the pixels.
+  absl::StatusOr<Batch> get_intervened_batch(const std::string& split, const torch::Tensor& indices,
+                                             const std::vector<Intervention>& interventions) override;
   std::string identity() const override { return identity_; }
 
   int threads() const { return pool_->threads(); }
@@ -88,6 +92,10 @@ class ImageDataset : public Dataset {
                std::string identity, std::shared_ptr<WorkerPool> pool);
   // Generated datasets override this to draw the sample (image and annotations in full size).
   virtual absl::Status generate(const std::string& split, int64_t index, Sample& sample) const;
+  // Datasets with info().has_interventions draw the sample without the intervention's parts and
+  // object, with its part map (Batch::part_maps' codes), in full size.
+  virtual absl::Status generate_intervention(const std::string& split, int64_t index, const Intervention& intervention,
+                                             Sample& sample) const;
 
  private:
   struct Pending {

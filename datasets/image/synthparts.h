@@ -13,6 +13,7 @@
 #include <absl/status/statusor.h>
 
 #include "image_dataset.h"
+#include "protoquant/dataset.h"
 
 namespace protoquant::datasets {
 
@@ -35,6 +36,10 @@ struct SynthImage {
   std::vector<Keypoint> parts;         // P keypoints: part centres; visible = drawn and not occluded
   std::vector<cv::Rect> part_boxes;    // P boxes (empty for parts not drawn)
   cv::Rect2f box;                      // union of the drawn parts (edge coordinates)
+  // What each pixel shows (CV_32S): 0 the background (and occluders), p + 1 part p, -(k + 1)
+  // background object (distractor) k.
+  cv::Mat part_map;
+  int64_t objects = 0;  // background objects in the scene (before any removal)
 };
 
 class SynthParts {
@@ -47,8 +52,10 @@ class SynthParts {
   std::vector<std::string> part_names() const;
   std::vector<std::string> class_names() const;
   const std::vector<int64_t>& class_parts(int64_t label) const { return class_parts_[static_cast<size_t>(label)]; }
-  // Sample `index` of `split`: label index % classes, content from (seed, split, index).
-  SynthImage draw(const std::string& split, int64_t index) const;
+  // Sample `index` of `split`: label index % classes, content from (seed, split, index). An
+  // intervention leaves parts, or a background object, out of the same scene: every random draw
+  // is made as without it (placement, colours, noise), only the removed things are not painted.
+  SynthImage draw(const std::string& split, int64_t index, const Intervention& intervention = {}) const;
 
  private:
   SynthPartsConfig config_;
@@ -62,6 +69,8 @@ class SynthPartsDataset : public ImageDataset {
 
  protected:
   absl::Status generate(const std::string& split, int64_t index, Sample& sample) const override;
+  absl::Status generate_intervention(const std::string& split, int64_t index, const Intervention& intervention,
+                                     Sample& sample) const override;
 
  private:
   SynthPartsDataset(DatasetInfo info, ImageOptions options, std::map<std::string, std::vector<ImageRecord>> splits,

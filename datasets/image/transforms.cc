@@ -206,6 +206,7 @@ void random_erasing(Sample& sample, const cv::Scalar& fill, Rng& rng) {
       const int y = uniform_int(rng, 0, image.rows - h);
       const int x = uniform_int(rng, 0, image.cols - w);
       image(cv::Rect(x, y, w, h)).setTo(fill);
+      if (!sample.part_map.empty()) sample.part_map(cv::Rect(x, y, w, h)).setTo(cv::Scalar(0));
       return;
     }
   }
@@ -327,6 +328,11 @@ absl::Status Pipeline::run(cv::Size size, int max_reduction, const std::function
   const double sx = static_cast<double>(sample.image.cols) / size.width;
   const double sy = static_cast<double>(sample.image.rows) / size.height;
   if (reduction > 1 || sample.image.size() != size) scale_annotations(sample, sx, sy);
+  if (!sample.part_map.empty() && sample.part_map.size() != sample.image.size()) {
+    cv::Mat map;
+    cv::resize(sample.part_map, map, sample.image.size(), 0, 0, cv::INTER_NEAREST);
+    sample.part_map = map;
+  }
   auto scaled = [&](const cv::Rect& r, double ox, double oy) {
     return cv::Rect(static_cast<int>(std::lround(ox + r.x * sx)), static_cast<int>(std::lround(oy + r.y * sy)),
                     std::max(1, static_cast<int>(std::lround(r.width * sx))),
@@ -378,6 +384,15 @@ void crop_sample(Sample& sample, const cv::Rect& rect) {
     if (inside.area() > 0) sample.image(inside).copyTo(padded(inside - rect.tl()));
     sample.image = padded;
   }
+  if (!sample.part_map.empty()) {
+    if (inside == rect) {
+      sample.part_map = sample.part_map(rect);
+    } else {
+      cv::Mat padded(rect.height, rect.width, CV_32S, cv::Scalar(0));
+      if (inside.area() > 0) sample.part_map(inside).copyTo(padded(inside - rect.tl()));
+      sample.part_map = padded;
+    }
+  }
   for (auto& p : sample.parts) {
     p.x -= static_cast<float>(rect.x);
     p.y -= static_cast<float>(rect.y);
@@ -397,6 +412,11 @@ void resize_sample(Sample& sample, cv::Size size) {
   cv::Mat resized;
   cv::resize(sample.image, resized, size, 0, 0, shrink_much ? cv::INTER_AREA : cv::INTER_LINEAR);
   sample.image = resized;
+  if (!sample.part_map.empty()) {
+    cv::Mat map;
+    cv::resize(sample.part_map, map, size, 0, 0, cv::INTER_NEAREST);
+    sample.part_map = map;
+  }
   scale_annotations(sample, static_cast<double>(size.width) / from.width,
                     static_cast<double>(size.height) / from.height);
 }
@@ -405,6 +425,11 @@ void hflip_sample(Sample& sample) {
   cv::Mat flipped;
   cv::flip(sample.image, flipped, 1);
   sample.image = flipped;
+  if (!sample.part_map.empty()) {
+    cv::Mat map;
+    cv::flip(sample.part_map, map, 1);
+    sample.part_map = map;
+  }
   const float w = static_cast<float>(sample.image.cols);
   for (auto& p : sample.parts) p.x = w - 1.0f - p.x;
   if (sample.box) sample.box->x = w - (sample.box->x + sample.box->width);
@@ -416,6 +441,12 @@ void warp_sample(Sample& sample, const cv::Matx23d& m) {
   cv::warpAffine(sample.image, warped, m, sample.image.size(), cv::INTER_NEAREST, cv::BORDER_CONSTANT,
                  cv::Scalar::all(0));
   sample.image = warped;
+  if (!sample.part_map.empty()) {
+    cv::Mat part_map;
+    cv::warpAffine(sample.part_map, part_map, m, sample.part_map.size(), cv::INTER_NEAREST, cv::BORDER_CONSTANT,
+                   cv::Scalar(0));
+    sample.part_map = part_map;
+  }
   auto map = [&](double x, double y) {
     return cv::Point2d(m(0, 0) * x + m(0, 1) * y + m(0, 2), m(1, 0) * x + m(1, 1) * y + m(1, 2));
   };

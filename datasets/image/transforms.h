@@ -29,6 +29,10 @@ struct Sample {
   // Object box (x, y, width, height) in edge coordinates: pixel i spans [i, i + 1), so a box
   // around the whole image is (0, 0, W, H).
   std::optional<cv::Rect2f> box;
+  // Optional: what each pixel shows (CV_32S, the image's size; the codes are the dataset's). Every
+  // geometric transform moves it with the pixels, by nearest neighbour; pixels a transform brings
+  // in from outside the image, or erases, show 0.
+  cv::Mat part_map;
 };
 
 struct Transform {

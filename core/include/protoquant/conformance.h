@@ -12,7 +12,8 @@
 //   head       logits, presence in [0, 1], similarity maps (eval), non-negative class weights,
 //              determinism, save/load, gradients, a wrongly shaped input refused
 //   dataset    info() coherent with its batches, labels in range, the eval transform
-//              deterministic, an index out of range refused (only when the defaults build it)
+//              deterministic, an index out of range refused (only when the defaults build it);
+//              with interventions, removing nothing re-renders the eval batch, with part maps
 //   metric     needs(), and compute() before any batch: a Status, not an exception
 // and, for every kind, that building with a bad parameter value is an error, not a crash, and
 // that no exception escapes any call (one that does fails its check with its message).

@@ -23,6 +23,11 @@ struct DatasetInfo {
   bool has_parts = false;
   bool has_boxes = false;
   std::vector<std::string> part_names;  // P names when has_parts (Batch.parts is B x P x 3)
+  // FunnyBirds' interventions (Dataset::get_intervened_batch): the dataset can re-render any of
+  // its samples with some parts, or one background object, not drawn, and say what each pixel
+  // shows. class_parts then lists the parts (indices into part_names) that make up each class.
+  bool has_interventions = false;
+  std::vector<std::vector<int64_t>> class_parts;
   // Samples left out when the dataset was opened (on_bad_sample = "skip"), so a summary can say
   // exactly what is missing instead of the dataset silently shrinking.
   struct Skipped {
@@ -36,6 +41,12 @@ struct DatasetInfo {
   std::vector<double> mean, std;
 };
 
+// What a re-rendered sample leaves out (FunnyBirds' part and background interventions).
+struct Intervention {
+  std::vector<int64_t> removed_parts;  // indices into DatasetInfo::part_names, not drawn
+  int64_t removed_object = -1;         // a background object not drawn (-1: none)
+};
+
 struct Batch {
   torch::Tensor images;  // B x C x H x W float, normalised
   torch::Tensor labels;  // B int64
@@ -44,6 +55,9 @@ struct Batch {
   // `images` (after every transform), pixel centres at integer coordinates.
   torch::Tensor parts;  // B x P x 3 float: (x, y, visible in {0, 1})
   torch::Tensor boxes;  // B x 4 float: object box (x0, y0, x1, y1)
+  // What each pixel of `images` shows (get_intervened_batch only): B x H x W int64, 0 the
+  // background, p + 1 part p, -(k + 1) background object k.
+  torch::Tensor part_maps;
 };
 
 class Dataset {
@@ -67,6 +81,15 @@ class Dataset {
   // their own format need not override it.
   virtual absl::StatusOr<Batch> load_image(const std::filesystem::path& file) {
     return absl::UnimplementedError(file.string() + ": dataset '" + info().name + "' cannot read image files");
+  }
+  // Where info().has_interventions: the samples re-rendered through the eval transform, sample
+  // indices[i] without interventions[i]'s parts and object (one intervention: the same for all),
+  // with their part maps; the same placement and content otherwise, so an image differs from the
+  // original only where the removed things showed.
+  virtual absl::StatusOr<Batch> get_intervened_batch(const std::string& /*split*/, const torch::Tensor& /*indices*/,
+                                                     const std::vector<Intervention>& /*interventions*/) {
+    return absl::UnimplementedError("dataset '" + info().name +
+                                    "' cannot re-render its samples with parts or background objects removed");
   }
   // A string that changes when the data changes (files, sizes, transform): feature cache keys.
   virtual std::string identity() const = 0;

@@ -68,6 +68,10 @@ struct EvalContext {
   // The head's output for (perturbed) images: backbone features then head, in eval mode. With
   // grad mode on, gradients flow to the images (the misalignment attack).
   std::function<HeadOutput(const torch::Tensor& images)> forward_images;
+  // Where the dataset can re-render its samples (DatasetInfo::has_interventions): samples of the
+  // evaluated split through Dataset::get_intervened_batch; empty otherwise.
+  std::function<absl::StatusOr<Batch>(const torch::Tensor& indices, const std::vector<Intervention>& interventions)>
+      intervene;
 };
 
 class Metric {

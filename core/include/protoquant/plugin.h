@@ -27,11 +27,11 @@
 
 namespace protoquant {
 
-// 10: BackboneGeometry::centre_offset; 9: collectives (data-parallel), Metric::partial_state, CodebookUsage::counts;
+// 11: Dataset::get_intervened_batch; 10: BackboneGeometry::centre_offset; 9: collectives (data-parallel), Metric::partial_state, CodebookUsage::counts;
 // 8: Dataset::load_image, the build record, Metric's require_parts; 7: DatasetInfo mean/std;
 // 6: streaming Metric; 5: Backbone::geometry; 4: Registry's loaded-library set;
 // 3: Head::reads_16bit_features; 2: keep_codes, Head editing.
-#define PROTOQUANT_SDK_VERSION 10
+#define PROTOQUANT_SDK_VERSION 11
 inline constexpr uint32_t kPluginAbiVersion = PROTOQUANT_SDK_VERSION;
 
 using PluginAbiVersionFn = uint32_t();

@@ -42,8 +42,9 @@ absl::Status run_evaluation_pass(const EvalContext& context, const EvaluationSou
 using ImageFeatures = std::function<torch::Tensor(const torch::Tensor& images)>;
 
 // The context of a model over a dataset: class weights, geometry, sizes (from one feature map of
-// `features`), and forward_images (the head over `features_of`, as the run extracted `features`).
-EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
+// `features`), forward_images (the head over `features_of`, as the run extracted `features`) and,
+// where the dataset re-renders its samples, intervene.
+EvalContext make_eval_context(Model& model, Dataset& dataset, const std::string& split,
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
                               int64_t train_size, torch::Device device, ImageFeatures features_of);
 

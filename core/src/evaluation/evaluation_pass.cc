@@ -37,9 +37,10 @@ absl::Status require_parts(const EvalContext& context, const std::string& metric
   return absl::OkStatus();
 }
 
-EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::string& split,
+EvalContext make_eval_context(Model& model, Dataset& dataset, const std::string& split,
                               const std::string& train_split, const TensorSource& features, int64_t split_size,
                               int64_t train_size, torch::Device device, ImageFeatures features_of) {
+  const DatasetInfo& info = dataset.info();
   EvalContext context;
   context.split = split;
   context.train_split = train_split;
@@ -58,6 +59,11 @@ EvalContext make_eval_context(Model& model, const DatasetInfo& info, const std::
   context.forward_images = [features_of = std::move(features_of), head](const torch::Tensor& images) {
     return head->forward(features_of(images).to(torch::kFloat32));
   };
+  if (info.has_interventions) {
+    context.intervene = [&dataset, split](const torch::Tensor& indices, const std::vector<Intervention>& interventions) {
+      return dataset.get_intervened_batch(split, indices, interventions);
+    };
+  }
   return context;
 }
 

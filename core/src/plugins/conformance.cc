@@ -410,6 +410,22 @@ void dataset_suite(Registry& registry, const std::string& name, Suite& s) {
     if (d->get_eval_batch(split, torch::tensor({d->size(split)}, torch::kInt64)).ok()) return "an index past the split was served";
     return "";
   });
+  s.check("an intervention that removes nothing serves the eval batch, with part maps", [&]() -> std::string {
+    const DatasetInfo& info = d->info();
+    if (!info.has_interventions) return std::string(kSkip) + "no interventions";
+    if (static_cast<int64_t>(info.class_parts.size()) != info.num_classes) return "class_parts and num_classes differ";
+    const std::string split = info.splits.back();
+    const int64_t n = std::min<int64_t>(2, d->size(split));
+    if (n == 0) return std::string(kSkip) + "an empty split";
+    auto eval = d->get_eval_batch(split, torch::arange(n, torch::kInt64));
+    auto same = d->get_intervened_batch(split, torch::arange(n, torch::kInt64), {Intervention{}});
+    if (!eval.ok() || !same.ok()) return std::string((eval.ok() ? same.status() : eval.status()).message());
+    if (!torch::equal(eval->images, same->images)) return "the re-rendered images differ from the eval batch's";
+    if (auto e = expect_shape("part_maps", same->part_maps, {n, info.height, info.width}); !e.empty()) return e;
+    const int64_t parts = static_cast<int64_t>(info.part_names.size());
+    if (same->part_maps.gt(parts).any().item<bool>()) return "a part map code past the part names";
+    return "";
+  });
   s.check("bad parameter values are errors, not crashes", [&] { return bad_parameters(registry.datasets, name, c); });
 }
 

@@ -41,7 +41,7 @@ absl::Status run_metric_pass(RunState& run, MetricPass& pass, const std::vector<
   run.model.backbone->eval();
   PQ_ASSIGN_OR_RETURN(ImageFeatures features_of, run.image_features());
   const EvalContext context =
-      make_eval_context(run.model, run.dataset->info(), run.eval_split, run.train_split, *features,
+      make_eval_context(run.model, *run.dataset, run.eval_split, run.train_split, *features,
                         run.dataset->size(run.eval_split), run.dataset->size(run.train_split), run.context.device,
                         std::move(features_of));
   EvaluationSources sources;
