@@ -19,9 +19,9 @@ ParamSchema FunnyBirds::schema() {
                        "distractibility and background independence: a logit change under this share of |logit| is "
                        "no change")
           .range(0, 1),
-      ParamSpec::String("importance", "peak",
-                        "where a prototype's presence x weight goes: peak (the part under its map's peak, as the "
-                        "localisation settings find it) or mass (split by its upsampled map's mass on each part)")
+      ParamSpec::String("importance", "mass",
+                        "where a prototype's presence x weight goes: mass (split by its upsampled map's mass on each "
+                        "part) or peak (the part under its map's peak, as the localisation settings find it)")
           .one_of({"peak", "mass"}),
       ParamSpec::Int("render_batch", 256, "re-rendered images per forward pass").range(1, 1 << 16)};
   return schema.extend(localisation_schema());

@@ -2,10 +2,11 @@
 // number per part and background object): prototype p adds presence_p x w[c, p], its share of
 // class c's logit, to the part its similarity map points at. Where it points is a setting,
 // because the field has no single answer (visinf/funnybirds-framework issues #1 and #3):
+//   mass  (default) the map upsampled, clamped at 0 and normalised: the contribution split by
+//         the mass that falls on each part, object and the background (as the similarity-map
+//         explainers of "Revisiting FunnyBirds" spread a prototype over its upsampled map);
 //   peak  the part under the map's peak pixel (the localisation settings: upsampled peak,
-//         cell centre or receptive-field centre), all of the contribution there;
-//   mass  the map upsampled, clamped at 0 and normalised: the contribution split by the mass
-//         that falls on each part, object and the background.
+//         cell centre or receptive-field centre), all of the contribution there.
 #pragma once
 
 #include <string>
