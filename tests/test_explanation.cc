@@ -99,6 +99,22 @@ TEST(Explanation, TheTexturesPrototypeExplainsTheClassAndPeaksOnTheTexture) {
                           [&](const torch::Tensor& images) { return model.backbone->features(images); }).status().message(), "--class 7: the model has classes 0..1");
 }
 
+// The box an explanation draws is centred where the backbone centres the cell's receptive field:
+// for the small CNN that is the cell's centre anyway (4 r + 1.5, pixel centres at integers); a
+// ResNet's padded layers centre cell r on pixel 32 r, 15.5 px up and left of the cell's centre.
+TEST(Explanation, BoxesSitOnTheReceptiveFieldsCentre) {
+  const BackboneGeometry small{4, 32, 0, 1.5}, small_unknown{4, 32, 0};
+  for (int64_t r = 0; r < 14; ++r) {
+    EXPECT_EQ(cell_region(r, 13 - r, small, 56, 56, 14, 14), cell_region(r, 13 - r, small_unknown, 56, 56, 14, 14)) << r;
+  }
+  const BackboneGeometry field{32, 65, 0, 0.0}, field_unknown{32, 65, 0};
+  const cv::Rect centred = cell_region(3, 2, field, 224, 224, 7, 7);
+  EXPECT_EQ(centred.y, 64);  // (96 + 1/2) - 65 / 2
+  EXPECT_EQ(centred.y + centred.height, 129);
+  EXPECT_EQ(centred.x, 32);
+  EXPECT_EQ(cell_region(3, 2, field_unknown, 224, 224, 7, 7).y, 79);  // (3 + 1/2) x 32 - 65 / 2
+}
+
 TEST(Explanation, ExplainCommandWritesAPictureOrOneLineErrors) {
   testing::TempDir dir;
   const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "tiny");

@@ -84,24 +84,20 @@ absl::StatusOr<Explanation> explain_image(Model& model, const torch::Tensor& ima
   return e;
 }
 
-namespace {
-
-// The input region a feature cell sees: its receptive field (or two strides when unknown) around
-// the cell's centre, clipped to the image.
 cv::Rect cell_region(int64_t row, int64_t column, const BackboneGeometry& g, int64_t height, int64_t width,
                      int64_t grid_height, int64_t grid_width) {
   const double sy = g.stride > 0 ? g.stride : static_cast<double>(height) / grid_height;
   const double sx = g.stride > 0 ? g.stride : static_cast<double>(width) / grid_width;
   const double side = g.receptive_field > 0 ? std::min<double>(g.receptive_field, std::min(height, width)) : 2 * std::max(sy, sx);
-  const double cy = (row + 0.5) * sy, cx = (column + 0.5) * sx;
+  // Continuous coordinates (pixel i spans [i, i + 1)): a field centred on pixel c is at c + 1/2.
+  const double cy = g.knows_centres() ? g.centre(row) + 0.5 : (static_cast<double>(row) + 0.5) * sy;
+  const double cx = g.knows_centres() ? g.centre(column) + 0.5 : (static_cast<double>(column) + 0.5) * sx;
   const int y0 = std::clamp(static_cast<int>(cy - side / 2), 0, static_cast<int>(height) - 1);
   const int x0 = std::clamp(static_cast<int>(cx - side / 2), 0, static_cast<int>(width) - 1);
   const int y1 = std::clamp(static_cast<int>(cy + side / 2), y0 + 1, static_cast<int>(height));
   const int x1 = std::clamp(static_cast<int>(cx + side / 2), x0 + 1, static_cast<int>(width));
   return {x0, y0, x1 - x0, y1 - y0};
 }
-
-}  // namespace
 
 absl::StatusOr<cv::Mat> draw_explanation(const Explanation& e, const torch::Tensor& image, const torch::Tensor& parts,
                                          Dataset& dataset, const std::string& train_split,

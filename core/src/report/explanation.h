@@ -67,6 +67,12 @@ struct GalleryOptions {
 absl::StatusOr<std::vector<cv::Mat>> draw_gallery(Model& model, TensorSource& train, Dataset& dataset,
                                                   const std::string& train_split, const GalleryOptions& options);
 
+// The input region feature cell (row, column) of a grid_height x grid_width map sees in a
+// height x width input: its receptive field (or two strides when unknown), centred where the
+// geometry centres the cell's field (else on the cell's centre), clipped to the image.
+cv::Rect cell_region(int64_t row, int64_t column, const BackboneGeometry& geometry, int64_t height, int64_t width,
+                     int64_t grid_height, int64_t grid_width);
+
 // The picture: the input, then a row per prototype: the map over the input with the box around
 // its peak, its contribution, and its nearest training patches (cut from the training images).
 absl::StatusOr<cv::Mat> draw_explanation(const Explanation& explanation, const torch::Tensor& image,
