@@ -1,11 +1,11 @@
 #include "image_dataset.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "protoquant/status.h"
@@ -149,79 +149,17 @@ absl::Status ImageDataset::generate_intervention(const std::string&, int64_t, co
 absl::StatusOr<Batch> ImageDataset::get_intervened_batch(const std::string& split, const torch::Tensor& indices,
                                                          const std::vector<Intervention>& interventions) {
   if (!info_.has_interventions) return Dataset::get_intervened_batch(split, indices, interventions);
-  const auto records = splits_.find(split);
-  if (records == splits_.end()) return absl::InvalidArgumentError(fmt::format("{}: no split '{}'", info_.name, split));
-  const torch::Tensor where = indices.to(torch::kCPU, torch::kInt64).contiguous();
-  const int64_t n = where.numel(), size = static_cast<int64_t>(records->second.size());
-  const int64_t* index = where.data_ptr<int64_t>();
+  const int64_t n = indices.numel();
   if (interventions.size() != 1 && static_cast<int64_t>(interventions.size()) != n) {
     return absl::InvalidArgumentError(
         fmt::format("{}: {} interventions for {} samples (one, or one each)", info_.name, interventions.size(), n));
   }
-  for (int64_t i = 0; i < n; ++i) {
-    if (index[i] < 0 || index[i] >= size) {
-      return absl::OutOfRangeError(fmt::format("{}: sample {} of split '{}' (size {})", info_.name, index[i], split, size));
-    }
-  }
-  const int64_t parts = static_cast<int64_t>(info_.part_names.size());
-  Batch batch;
-  batch.images = torch::empty({n, 3, info_.height, info_.width}, torch::kFloat32);
-  batch.labels = torch::empty({n}, torch::kInt64);
-  batch.part_maps = torch::zeros({n, info_.height, info_.width}, torch::kInt64);
-  if (info_.has_parts) batch.parts = torch::zeros({n, parts, 3}, torch::kFloat32);
-  if (info_.has_boxes) batch.boxes = torch::zeros({n, 4}, torch::kFloat32);
-  float* images = batch.images.data_ptr<float>();
-  int64_t* labels = batch.labels.data_ptr<int64_t>();
-  int64_t* part_maps = batch.part_maps.data_ptr<int64_t>();
-  float* keypoints = batch.parts.defined() ? batch.parts.data_ptr<float>() : nullptr;
-  float* boxes = batch.boxes.defined() ? batch.boxes.data_ptr<float>() : nullptr;
-  std::vector<absl::Status> status(static_cast<size_t>(n));
-  // Each sample is its own scene: drawn and transformed on as many threads as the loader has.
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      status[static_cast<size_t>(i)] = guard("re-render sample", [&]() -> absl::Status {
-        const ImageRecord& record = records->second[static_cast<size_t>(index[i])];
-        Sample sample;
-        sample.parts = record.parts;
-        sample.box = record.box;
-        const Intervention& intervention = interventions[interventions.size() == 1 ? 0 : static_cast<size_t>(i)];
-        PQ_RETURN_IF_ERROR(generate_intervention(split, index[i], intervention, sample));
-        if (sample.part_map.empty()) return absl::InternalError("the re-rendered sample has no part map");
-        cv::Mat generated = sample.image;
-        Rng rng(0);  // the eval transform draws nothing
-        PQ_RETURN_IF_ERROR(options_.eval.run(
-            generated.size(), 1, [&](int) -> absl::StatusOr<cv::Mat> { return generated; }, record.crop, sample, rng));
-        if (sample.part_map.size() != sample.image.size()) {
-          return absl::InternalError("the part map lost the image's size in the eval transform");
-        }
-        to_normalized_chw(sample.image, options_.mean, options_.std, images + i * 3 * info_.height * info_.width);
-        labels[i] = record.label;
-        int64_t* map = part_maps + i * info_.height * info_.width;
-        for (int y = 0; y < sample.part_map.rows; ++y) {
-          const int32_t* row = sample.part_map.ptr<int32_t>(y);
-          for (int x = 0; x < sample.part_map.cols; ++x) map[y * info_.width + x] = row[x];
-        }
-        if (keypoints != nullptr) {
-          for (int64_t p = 0; p < parts && p < static_cast<int64_t>(sample.parts.size()); ++p) {
-            const Keypoint& k = sample.parts[static_cast<size_t>(p)];
-            float* out = keypoints + (i * parts + p) * 3;
-            out[0] = k.x, out[1] = k.y, out[2] = k.visible ? 1.0F : 0.0F;
-          }
-        }
-        if (boxes != nullptr && sample.box) {
-          const cv::Rect2f& b = *sample.box;
-          float* out = boxes + i * 4;
-          out[0] = b.x, out[1] = b.y, out[2] = b.x + b.width, out[3] = b.y + b.height;
-        }
-        return absl::OkStatus();
-      });
-    }
-  });
-  for (int64_t i = 0; i < n; ++i) {
-    if (!status[static_cast<size_t>(i)].ok()) {
-      return annotate(status[static_cast<size_t>(i)],
-                      fmt::format("{}: sample {} of split '{}'", info_.name, index[i], split));
-    }
+  PQ_ASSIGN_OR_RETURN(auto pending, start(split, indices, /*augment=*/false, /*urgent=*/true, interventions));
+  PQ_ASSIGN_OR_RETURN(Batch batch, finish(*pending));
+  // The protocols pair each re-render with its original: a sample left out would misalign them.
+  if (batch.labels.size(0) != n) {
+    return absl::DataLossError(fmt::format("{}: {} of {} samples of split '{}' could not be re-rendered", info_.name,
+                                           n - batch.labels.size(0), n, split));
   }
   return batch;
 }
@@ -282,7 +220,8 @@ torch::Tensor ImageDataset::image_buffer(int64_t batch) {
 
 absl::StatusOr<std::unique_ptr<ImageDataset::Pending>> ImageDataset::start(const std::string& split,
                                                                            const torch::Tensor& indices, bool augment,
-                                                                           bool urgent) {
+                                                                           bool urgent,
+                                                                           std::vector<Intervention> interventions) {
   const auto it = splits_.find(split);
   if (it == splits_.end()) {
     return absl::InvalidArgumentError(fmt::format("{}: no split '{}' (it has: {})", info_.name, split,
@@ -294,6 +233,7 @@ absl::StatusOr<std::unique_ptr<ImageDataset::Pending>> ImageDataset::start(const
   pending->split = split;
   pending->augment = augment;
   pending->indices.assign(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + n);
+  pending->interventions = std::move(interventions);
   for (int64_t i : pending->indices) {
     if (i < 0 || i >= total) {
       return absl::OutOfRangeError(fmt::format("{}: index {} out of range for split '{}' ({} samples)", info_.name, i,
@@ -306,6 +246,7 @@ absl::StatusOr<std::unique_ptr<ImageDataset::Pending>> ImageDataset::start(const
   batch.labels = torch::empty({n}, torch::kInt64);
   if (info_.has_parts) batch.parts = torch::zeros({n, parts, 3}, torch::kFloat32);
   if (info_.has_boxes) batch.boxes = torch::zeros({n, 4}, torch::kFloat32);
+  if (!pending->interventions.empty()) batch.part_maps = torch::zeros({n, info_.height, info_.width}, torch::kInt64);
   pending->status.assign(static_cast<size_t>(n), absl::OkStatus());
   // Seeds are drawn here, in request order, so they do not depend on which worker runs what.
   std::vector<uint64_t> seeds(static_cast<size_t>(n));
@@ -323,19 +264,24 @@ absl::StatusOr<std::unique_ptr<ImageDataset::Pending>> ImageDataset::start(const
   float* images = batch.images.data_ptr<float>();
   float* part_data = batch.parts.defined() ? batch.parts.data_ptr<float>() : nullptr;
   float* box_data = batch.boxes.defined() ? batch.boxes.data_ptr<float>() : nullptr;
-  const int64_t image_floats = 3 * info_.height * info_.width;
-  pending->job = pool_->submit(n, [this, raw, seeds = std::move(seeds), images, part_data, box_data, image_floats,
-                                   parts](int64_t k) {
+  int64_t* map_data = batch.part_maps.defined() ? batch.part_maps.data_ptr<int64_t>() : nullptr;
+  const int64_t image_floats = 3 * info_.height * info_.width, map_cells = info_.height * info_.width;
+  pending->job = pool_->submit(n, [this, raw, seeds = std::move(seeds), images, part_data, box_data, map_data,
+                                   image_floats, map_cells, parts](int64_t k) {
+    const auto& what = raw->interventions;
+    const Intervention* intervention =
+        what.empty() ? nullptr : &what[what.size() == 1 ? 0 : static_cast<size_t>(k)];
     raw->status[static_cast<size_t>(k)] =
         prepare(raw->split, raw->indices[static_cast<size_t>(k)], raw->augment, seeds[static_cast<size_t>(k)],
                 images + k * image_floats, part_data ? part_data + k * parts * 3 : nullptr,
-                box_data ? box_data + k * 4 : nullptr);
+                box_data ? box_data + k * 4 : nullptr, intervention, map_data ? map_data + k * map_cells : nullptr);
   }, urgent);
   return pending;
 }
 
 absl::Status ImageDataset::prepare(const std::string& split, int64_t index, bool augment, uint64_t seed, float* image,
-                                   float* parts, float* box) const {
+                                   float* parts, float* box, const Intervention* intervention,
+                                   int64_t* part_map) const {
   return guard("prepare sample", [&]() -> absl::Status {
     const ImageRecord& record = splits_.at(split)[static_cast<size_t>(index)];
     const Pipeline& pipeline = augment ? options_.train : options_.eval;
@@ -343,8 +289,12 @@ absl::Status ImageDataset::prepare(const std::string& split, int64_t index, bool
     Sample sample;
     sample.parts = record.parts;
     sample.box = record.box;
+    if (intervention != nullptr && !record.file.empty()) {
+      return absl::InternalError(fmt::format("{}: a file cannot be re-rendered", record.file));
+    }
     if (record.file.empty()) {
-      PQ_RETURN_IF_ERROR(generate(split, index, sample));
+      PQ_RETURN_IF_ERROR(intervention != nullptr ? generate_intervention(split, index, *intervention, sample)
+                                                 : generate(split, index, sample));
       cv::Mat generated = sample.image;
       PQ_RETURN_IF_ERROR(pipeline.run(
           generated.size(), 1, [&](int) -> absl::StatusOr<cv::Mat> { return generated; }, record.crop, sample, rng));
@@ -360,6 +310,15 @@ absl::Status ImageDataset::prepare(const std::string& split, int64_t index, bool
       if (!status.ok()) return absl::DataLossError(fmt::format("{}: {}", record.file, std::string(status.message())));
     }
     to_normalized_chw(sample.image, options_.mean, options_.std, image);
+    if (part_map != nullptr) {
+      if (sample.part_map.size() != sample.image.size()) {
+        return absl::InternalError("the re-rendered sample's part map lost the image's size");
+      }
+      for (int y = 0; y < sample.part_map.rows; ++y) {
+        const int32_t* row = sample.part_map.ptr<int32_t>(y);
+        std::copy(row, row + sample.part_map.cols, part_map + static_cast<ptrdiff_t>(y) * sample.part_map.cols);
+      }
+    }
     if (parts != nullptr) {
       for (size_t p = 0; p < sample.parts.size(); ++p) {
         parts[3 * p] = sample.parts[p].x;
@@ -422,6 +381,7 @@ absl::StatusOr<Batch> ImageDataset::finish(Pending& pending) {
     batch.labels = batch.labels.index_select(0, keep);
     if (batch.parts.defined()) batch.parts = batch.parts.index_select(0, keep);
     if (batch.boxes.defined()) batch.boxes = batch.boxes.index_select(0, keep);
+    if (batch.part_maps.defined()) batch.part_maps = batch.part_maps.index_select(0, keep);
   }
   return batch;
 }

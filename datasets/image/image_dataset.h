@@ -102,6 +102,8 @@ class ImageDataset : public Dataset {
     std::string split;
     bool augment = false;
     std::vector<int64_t> indices;
+    // Re-renders (get_intervened_batch): one per sample, or one for all; empty for plain samples.
+    std::vector<Intervention> interventions;
     Batch batch;
     std::vector<absl::Status> status;  // per sample
     std::shared_ptr<WorkerPool::Job> job;
@@ -109,10 +111,13 @@ class ImageDataset : public Dataset {
   absl::StatusOr<Batch> serve(const std::string& split, const torch::Tensor& indices, bool augment);
   // urgent: the caller waits for it, so its samples go ahead of queued prefetches.
   absl::StatusOr<std::unique_ptr<Pending>> start(const std::string& split, const torch::Tensor& indices, bool augment,
-                                                 bool urgent);
+                                                 bool urgent, std::vector<Intervention> interventions = {});
   absl::StatusOr<Batch> finish(Pending& pending);
+  // One sample into the batch's buffers; re-rendered without `intervention`'s parts and object,
+  // with its part map, when one is given (generated samples only).
   absl::Status prepare(const std::string& split, int64_t index, bool augment, uint64_t seed, float* image,
-                       float* parts, float* box) const;
+                       float* parts, float* box, const Intervention* intervention = nullptr,
+                       int64_t* part_map = nullptr) const;
   torch::Tensor image_buffer(int64_t batch);
 
   DatasetInfo info_;

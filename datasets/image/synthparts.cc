@@ -93,8 +93,8 @@ cv::Mat texture(int64_t kind, int r, const cv::Scalar& colour) {
 }
 
 // Distractors: lines, ellipses and rectangles in muted colours, then pixel noise. Object k is
-// painted into `map` as -(k + 1), unless it is `removed` (its random draws are made all the same).
-// Returns the number of objects.
+// painted into `map` (when there is one) as -(k + 1), unless it is `removed` (its random draws
+// are made all the same). Returns the number of objects.
 int64_t draw_clutter(cv::Mat& image, cv::Mat& map, double clutter, int64_t removed, Rng& rng) {
   const int s = image.cols;
   const int count = static_cast<int>(std::lround(clutter * 30.0 * (s / 64.0) * (s / 64.0)));
@@ -106,7 +106,7 @@ int64_t draw_clutter(cv::Mat& image, cv::Mat& map, double clutter, int64_t remov
   for (int k = 0; k < count; ++k) {
     const int kind = static_cast<int>(unit(rng) * 3);
     const int extent = std::max(2, static_cast<int>(s * (0.03 + 0.12 * unit(rng))));
-    const bool drawn = k != removed;
+    const bool drawn = k != removed, mapped = drawn && !map.empty();
     const cv::Scalar id(-(k + 1));
     // Each object's values are drawn last argument first: the order in which GCC evaluated the
     // one-call form this generator first had, which the content digest test pins.
@@ -114,22 +114,22 @@ int64_t draw_clutter(cv::Mat& image, cv::Mat& map, double clutter, int64_t remov
       const cv::Scalar colour = muted();
       const cv::Point to = point();
       const cv::Point from = point();
-      if (drawn) cv::line(image, from, to, colour, std::max(1, s / 64)), cv::line(map, from, to, id, std::max(1, s / 64));
+      if (drawn) cv::line(image, from, to, colour, std::max(1, s / 64));
+      if (mapped) cv::line(map, from, to, id, std::max(1, s / 64));
     }
     if (kind == 1) {
       const cv::Scalar colour = muted();
       const double angle = unit(rng) * 180;
       const cv::Point centre = point();
       const cv::Size axes(extent, extent / 2 + 1);
-      if (drawn) {
-        cv::ellipse(image, centre, axes, angle, 0, 360, colour, cv::FILLED);
-        cv::ellipse(map, centre, axes, angle, 0, 360, id, cv::FILLED);
-      }
+      if (drawn) cv::ellipse(image, centre, axes, angle, 0, 360, colour, cv::FILLED);
+      if (mapped) cv::ellipse(map, centre, axes, angle, 0, 360, id, cv::FILLED);
     }
     if (kind == 2) {
       const cv::Scalar colour = muted();
       const cv::Rect rect(point(), cv::Size(extent, extent));
-      if (drawn) cv::rectangle(image, rect, colour, cv::FILLED), cv::rectangle(map, rect, id, cv::FILLED);
+      if (drawn) cv::rectangle(image, rect, colour, cv::FILLED);
+      if (mapped) cv::rectangle(map, rect, id, cv::FILLED);
     }
   }
   if (clutter > 0) {
@@ -202,16 +202,19 @@ std::vector<std::string> SynthParts::class_names() const {
   return names;
 }
 
-SynthImage SynthParts::draw(const std::string& split, int64_t index, const Intervention& intervention) const {
+SynthImage SynthParts::draw(const std::string& split, int64_t index, const Intervention* intervention) const {
   const int s = static_cast<int>(config_.image_size);
   Rng rng(mix_seed(mix_seed(config_.seed, split_seed(split)), static_cast<uint64_t>(index)));
   SynthImage out;
   out.label = index % config_.classes;
   const cv::Scalar background(40 + 150 * unit(rng), 40 + 150 * unit(rng), 40 + 150 * unit(rng));
   out.image = cv::Mat(s, s, CV_8UC3, background);
-  out.part_map = cv::Mat(s, s, CV_32S, cv::Scalar(0));
-  out.objects = draw_clutter(out.image, out.part_map, config_.clutter, intervention.removed_object, rng);
-  const auto& removed = intervention.removed_parts;
+  // Training and evaluation draw no part map: only a re-render needs one.
+  if (intervention != nullptr) out.part_map = cv::Mat(s, s, CV_32S, cv::Scalar(0));
+  const Intervention none;
+  const Intervention& what = intervention != nullptr ? *intervention : none;
+  out.objects = draw_clutter(out.image, out.part_map, config_.clutter, what.removed_object, rng);
+  const auto& removed = what.removed_parts;
   out.parts.assign(static_cast<size_t>(config_.parts), Keypoint{});
   out.part_boxes.assign(static_cast<size_t>(config_.parts), cv::Rect());
   // Parts of radius ~ s/10, placed without overlapping where possible.
@@ -235,7 +238,7 @@ SynthImage SynthParts::draw(const std::string& split, int64_t index, const Inter
     if (std::find(removed.begin(), removed.end(), part) == removed.end()) {
       const cv::Mat mask = shape_mask(part % kNumShapes, r);
       texture((part / kNumShapes) % kNumTextures, r, part_colour(part)).copyTo(out.image(roi), mask);
-      out.part_map(roi).setTo(cv::Scalar(static_cast<int>(part + 1)), mask);
+      if (!out.part_map.empty()) out.part_map(roi).setTo(cv::Scalar(static_cast<int>(part + 1)), mask);
       auto& keypoint = out.parts[static_cast<size_t>(part)];
       keypoint = {static_cast<float>(c.x), static_cast<float>(c.y), !occluded};
       out.part_boxes[static_cast<size_t>(part)] = roi;
@@ -247,7 +250,7 @@ SynthImage SynthParts::draw(const std::string& split, int64_t index, const Inter
       const cv::Rect block(c.x - half, c.y - half, 2 * half + 1, 2 * half + 1);
       cv::rectangle(out.image, block, cv::Scalar(90 + 60 * unit(rng), 90 + 60 * unit(rng), 90 + 60 * unit(rng)),
                     cv::FILLED);
-      cv::rectangle(out.part_map, block, cv::Scalar(0), cv::FILLED);
+      if (!out.part_map.empty()) cv::rectangle(out.part_map, block, cv::Scalar(0), cv::FILLED);
     }
   }
   if (drawn_union.area() == 0) drawn_union = cv::Rect(0, 0, s, s);
@@ -314,21 +317,25 @@ absl::StatusOr<std::shared_ptr<SynthPartsDataset>> SynthPartsDataset::open(const
                                                                   identity, std::move(pool), std::move(generator)));
 }
 
-absl::Status SynthPartsDataset::generate(const std::string& split, int64_t index, Sample& sample) const {
-  SynthImage drawn = generator_.draw(split, index);
+namespace {
+
+void to_sample(SynthImage drawn, Sample& sample) {
   sample.image = drawn.image;
   sample.parts = std::move(drawn.parts);
   sample.box = drawn.box;
+  sample.part_map = drawn.part_map;
+}
+
+}  // namespace
+
+absl::Status SynthPartsDataset::generate(const std::string& split, int64_t index, Sample& sample) const {
+  to_sample(generator_.draw(split, index), sample);
   return absl::OkStatus();
 }
 
 absl::Status SynthPartsDataset::generate_intervention(const std::string& split, int64_t index,
                                                       const Intervention& intervention, Sample& sample) const {
-  SynthImage drawn = generator_.draw(split, index, intervention);
-  sample.image = drawn.image;
-  sample.parts = std::move(drawn.parts);
-  sample.box = drawn.box;
-  sample.part_map = drawn.part_map;
+  to_sample(generator_.draw(split, index, &intervention), sample);
   return absl::OkStatus();
 }
 

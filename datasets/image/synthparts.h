@@ -36,8 +36,8 @@ struct SynthImage {
   std::vector<Keypoint> parts;         // P keypoints: part centres; visible = drawn and not occluded
   std::vector<cv::Rect> part_boxes;    // P boxes (empty for parts not drawn)
   cv::Rect2f box;                      // union of the drawn parts (edge coordinates)
-  // What each pixel shows (CV_32S): 0 the background (and occluders), p + 1 part p, -(k + 1)
-  // background object (distractor) k.
+  // What each pixel shows (CV_32S), painted for interventions only: 0 the background (and
+  // occluders), p + 1 part p, -(k + 1) background object (distractor) k.
   cv::Mat part_map;
   int64_t objects = 0;  // background objects in the scene (before any removal)
 };
@@ -54,8 +54,9 @@ class SynthParts {
   const std::vector<int64_t>& class_parts(int64_t label) const { return class_parts_[static_cast<size_t>(label)]; }
   // Sample `index` of `split`: label index % classes, content from (seed, split, index). An
   // intervention leaves parts, or a background object, out of the same scene: every random draw
-  // is made as without it (placement, colours, noise), only the removed things are not painted.
-  SynthImage draw(const std::string& split, int64_t index, const Intervention& intervention = {}) const;
+  // is made as without it (placement, colours, noise), only the removed things are not painted;
+  // with one (even one that removes nothing) the part map is painted too.
+  SynthImage draw(const std::string& split, int64_t index, const Intervention* intervention = nullptr) const;
 
  private:
   SynthPartsConfig config_;
