@@ -24,9 +24,7 @@ absl::Status Consistency::begin(const EvalContext& context) {
   PQ_RETURN_IF_ERROR(require_parts(context, "consistency"));
   height_ = context.image_height;
   width_ = context.image_width;
-  auto localisation = localisation_.for_pass(context.image_height, context.feature_height, context.geometry);
-  if (!localisation.ok()) return annotate(localisation.status(), "consistency");
-  localisation_ = *std::move(localisation);
+  PQ_RETURN_IF_ERROR(resolve_localisation(localisation_, context, "consistency"));
   classes_ = prototype_classes(context.class_weights, rule_);
   int64_t parts = 0;
   const std::vector<int64_t> group = part_groups(context.dataset->part_names, merge_, &parts);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "part_hits.h"
 #include "partial_state.h"
 #include "protoquant/status.h"
 
@@ -54,9 +55,7 @@ absl::Status FunnyBirds::begin(const EvalContext& context) {
         dataset));
   }
   if (!context.forward_images) return absl::FailedPreconditionError("funnybirds: the pass cannot run the model on images");
-  auto localisation = localisation_.for_pass(context.image_height, context.feature_height, context.geometry);
-  if (!localisation.ok()) return annotate(localisation.status(), "funnybirds");
-  localisation_ = *std::move(localisation);
+  PQ_RETURN_IF_ERROR(resolve_localisation(localisation_, context, "funnybirds"));
   const DatasetInfo& info = *context.dataset;
   protocols_ = std::make_unique<FunnyBirdsProtocols>(settings_, info.class_parts,
                                                      static_cast<int64_t>(info.part_names.size()));

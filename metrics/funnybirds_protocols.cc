@@ -95,30 +95,7 @@ nlohmann::json FunnyBirdsSettings::to_json() const {
           {"render_batch", render_batch}};
 }
 
-FunnyBirdsProtocols::FunnyBirdsProtocols(FunnyBirdsSettings settings, std::vector<std::vector<int64_t>> class_parts,
-                                         int64_t parts)
-    : settings_(std::move(settings)), class_parts_(std::move(class_parts)), parts_(parts) {
-  for (size_t c = 0; c < class_parts_.size(); ++c) {
-    sufficient_.push_back(minimal_sufficient_part_sets(class_parts_, static_cast<int64_t>(c)));
-  }
-  csdc_ = torch::zeros({thresholds()}, torch::kFloat64);
-  pc_ = torch::zeros_like(csdc_);
-  dc_ = torch::zeros_like(csdc_);
-  d_ = torch::zeros_like(csdc_);
-}
-
 namespace {
-
-// One image's re-render: which sample, without what. Keyed so that protocols share renders.
-struct Request {
-  int64_t image = 0;  // row in the batch
-  Intervention what;
-};
-
-std::string request_key(int64_t image, std::vector<int64_t> parts, int64_t object) {
-  std::sort(parts.begin(), parts.end());
-  return fmt::format("{}|{}|{}", image, fmt::join(parts, ","), object);
-}
 
 // The first pair of other classes (in index order) that share parts with class y, disjoint ones
 // (target_sensitivity_protocol: classes that share 2 of FunnyBirds' 5 part types; here any).
@@ -150,6 +127,36 @@ bool contrast_pair(const std::vector<std::vector<int64_t>>& class_parts, int64_t
     }
   }
   return false;
+}
+
+}  // namespace
+
+FunnyBirdsProtocols::FunnyBirdsProtocols(FunnyBirdsSettings settings, std::vector<std::vector<int64_t>> class_parts,
+                                         int64_t parts)
+    : settings_(std::move(settings)), class_parts_(std::move(class_parts)), parts_(parts) {
+  for (size_t c = 0; c < class_parts_.size(); ++c) {
+    sufficient_.push_back(minimal_sufficient_part_sets(class_parts_, static_cast<int64_t>(c)));
+    ContrastPair pair;
+    pair.found = contrast_pair(class_parts_, static_cast<int64_t>(c), &pair.c1, &pair.c2, &pair.o1, &pair.o2);
+    contrast_.push_back(std::move(pair));
+  }
+  csdc_ = torch::zeros({thresholds()}, torch::kFloat64);
+  pc_ = torch::zeros_like(csdc_);
+  dc_ = torch::zeros_like(csdc_);
+  d_ = torch::zeros_like(csdc_);
+}
+
+namespace {
+
+// One image's re-render: which sample, without what. Keyed so that protocols share renders.
+struct Request {
+  int64_t image = 0;  // row in the batch
+  Intervention what;
+};
+
+std::string request_key(int64_t image, std::vector<int64_t> parts, int64_t object) {
+  std::sort(parts.begin(), parts.end());
+  return fmt::format("{}|{}|{}", image, fmt::join(parts, ","), object);
 }
 
 }  // namespace
@@ -193,11 +200,12 @@ absl::Status FunnyBirdsProtocols::update(const torch::Tensor& indices, const Pro
   }
   // Parts whose importance for class c exceeds threshold x the total of the row (with_bg: the
   // objects too), among those the image shows.
+  const torch::Tensor totals = importance.sum(2);  // B x C: each explanation's total
+  const auto total_of = totals.accessor<double, 2>();
   auto important = [&](int64_t i, int64_t c, double threshold, bool with_objects) {
     std::set<int64_t> chosen;  // columns
     if (c >= classes) return chosen;  // a model's extra output (no class) has no explanation
-    double total = 0;
-    for (int64_t k = 0; k < num_columns; ++k) total += imp[i][c][k];
+    const double total = total_of[i][c];
     for (int64_t p : shown_parts[static_cast<size_t>(i)]) {
       if (imp[i][c][1 + p] > threshold * total) chosen.insert(1 + p);
     }
@@ -231,12 +239,8 @@ absl::Status FunnyBirdsProtocols::update(const torch::Tensor& indices, const Pro
   };
   std::vector<std::vector<int64_t>> single_part(static_cast<size_t>(n)), single_object(static_cast<size_t>(n));
   std::vector<std::vector<int64_t>> preserve(static_cast<size_t>(n)), remove(static_cast<size_t>(n));
-  struct Contrast {
-    bool found = false;
-    int64_t c1 = 0, c2 = 0, r1 = -1, r2 = -1;
-    std::vector<int64_t> o1, o2;
-  };
-  std::vector<Contrast> contrast(static_cast<size_t>(n));
+  // Target sensitivity's two re-renders per image: without the parts shared with c1, with c2.
+  std::vector<std::pair<int64_t, int64_t>> contrast(static_cast<size_t>(n), {-1, -1});
   for (int64_t i = 0; i < n; ++i) {
     const auto ii = static_cast<size_t>(i);
     const int64_t predicted = predictions[i].item<int64_t>();
@@ -252,9 +256,8 @@ absl::Status FunnyBirdsProtocols::update(const torch::Tensor& indices, const Pro
       preserve[ii].push_back(request(i, dropped, -1));
       remove[ii].push_back(request(i, kept, -1));
     }
-    Contrast& pair = contrast[ii];
-    pair.found = contrast_pair(class_parts_, labels[i].item<int64_t>(), &pair.c1, &pair.c2, &pair.o1, &pair.o2);
-    if (pair.found) pair.r1 = request(i, pair.o1, -1), pair.r2 = request(i, pair.o2, -1);
+    const ContrastPair& pair = contrast_[static_cast<size_t>(labels[i].item<int64_t>())];
+    if (pair.found) contrast[ii] = {request(i, pair.o1, -1), request(i, pair.o2, -1)};
   }
 
   // Render and run them, render_batch at a time.
@@ -364,12 +367,13 @@ absl::Status FunnyBirdsProtocols::update(const torch::Tensor& indices, const Pro
     }
     // TS: explaining class c1 puts more importance on the parts the image shares with c1 than
     // explaining c2 does, and the other way round; only where the model itself behaves so.
-    const Contrast& pair = contrast[ii];
+    const ContrastPair& pair = contrast_[static_cast<size_t>(y)];
     if (!pair.found) {
       ts_no_pair_ += 1;
     } else {
-      const double d11 = logit(i, pair.r1, pair.c1) - l0[i][pair.c1], d12 = logit(i, pair.r2, pair.c1) - l0[i][pair.c1];
-      const double d21 = logit(i, pair.r1, pair.c2) - l0[i][pair.c2], d22 = logit(i, pair.r2, pair.c2) - l0[i][pair.c2];
+      const auto [r1, r2] = contrast[ii];
+      const double d11 = logit(i, r1, pair.c1) - l0[i][pair.c1], d12 = logit(i, r2, pair.c1) - l0[i][pair.c1];
+      const double d21 = logit(i, r1, pair.c2) - l0[i][pair.c2], d22 = logit(i, r2, pair.c2) - l0[i][pair.c2];
       if (!(d11 < d12 && d22 < d21)) {
         ts_assumption_failed_ += 1;
       } else {

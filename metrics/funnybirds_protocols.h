@@ -76,6 +76,13 @@ class FunnyBirdsProtocols {
   FunnyBirdsSettings settings_;
   std::vector<std::vector<int64_t>> class_parts_;
   std::vector<std::vector<std::vector<int64_t>>> sufficient_;  // per class
+  // Per class: target sensitivity's pair of contrasting classes and the parts each shares with it.
+  struct ContrastPair {
+    bool found = false;
+    int64_t c1 = 0, c2 = 0;
+    std::vector<int64_t> o1, o2;
+  };
+  std::vector<ContrastPair> contrast_;
   int64_t parts_;
   // Per threshold.
   torch::Tensor csdc_, pc_, dc_, d_;  // T fp64 sums: CSDC's best recall, PC and DC hits, D's share of irrelevant

@@ -6,7 +6,16 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "protoquant/status.h"
+
 namespace protoquant::metrics {
+
+absl::Status resolve_localisation(LocalisationSettings& settings, const EvalContext& context, const std::string& metric) {
+  auto resolved = settings.for_pass(context.image_height, context.feature_height, context.geometry);
+  if (!resolved.ok()) return annotate(resolved.status(), metric);
+  settings = *std::move(resolved);
+  return absl::OkStatus();
+}
 
 std::vector<int64_t> part_groups(const std::vector<std::string>& names, bool merge_left_right, int64_t* groups) {
   std::map<std::string, int64_t> group_of;

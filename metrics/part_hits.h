@@ -8,9 +8,16 @@
 
 #include <torch/types.h>
 
+#include <absl/status/status.h>
+
 #include "protoquant/localisation.h"
+#include "protoquant/metric.h"
 
 namespace protoquant::metrics {
+
+// A localising metric's settings for its pass (LocalisationSettings::for_pass on the context's
+// image, map and geometry), or the error with the metric's name: what every begin() does first.
+absl::Status resolve_localisation(LocalisationSettings& settings, const EvalContext& context, const std::string& metric);
 
 struct PartHits {
   torch::Tensor evaluated;  // B x P bool: the pair is evaluated (the label is a class of p)

@@ -35,9 +35,7 @@ absl::Status Purity::begin(const EvalContext& context) {
   PQ_RETURN_IF_ERROR(require_parts(context, "purity"));
   height_ = context.image_height;
   width_ = context.image_width;
-  auto localisation = localisation_.for_pass(context.image_height, context.feature_height, context.geometry);
-  if (!localisation.ok()) return annotate(localisation.status(), "purity");
-  localisation_ = *std::move(localisation);
+  PQ_RETURN_IF_ERROR(resolve_localisation(localisation_, context, "purity"));
   const auto& names = context.dataset->part_names;
   part_group_ = torch::tensor(part_groups(names, merge_, &groups_), torch::kInt64);
   selected_ = std::get<0>(context.class_weights.max(0)).gt(weight_threshold_);

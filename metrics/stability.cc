@@ -44,9 +44,7 @@ absl::Status Stability::begin(const EvalContext& context) {
   if (!context.forward_images) return absl::FailedPreconditionError("stability: the pass cannot run the model on images");
   height_ = context.image_height;
   width_ = context.image_width;
-  auto localisation = localisation_.for_pass(context.image_height, context.feature_height, context.geometry);
-  if (!localisation.ok()) return annotate(localisation.status(), "stability");
-  localisation_ = *std::move(localisation);
+  PQ_RETURN_IF_ERROR(resolve_localisation(localisation_, context, "stability"));
   forward_ = context.forward_images;
   classes_ = prototype_classes(context.class_weights, rule_);
   stable_ = torch::zeros({classes_.size(0)}, torch::kInt64);
