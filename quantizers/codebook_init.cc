@@ -1,6 +1,9 @@
 #include "codebook_init.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 
@@ -49,44 +52,98 @@ std::pair<torch::Tensor, torch::Tensor> nearest_centers(const torch::Tensor& x, 
 
 }  // namespace
 
-torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iterations, bool cosine, int64_t block_bytes) {
+namespace {
+
+// k-means++ seeding: each next seed drawn with probability proportional to its squared distance
+// to the nearest seed so far. The draw is a point u * total on the rows' cumulative mass; each
+// rank holds the distances of its rows [begin, begin + n_local) only, so the ranks first share
+// their masses (the rank whose span holds the point finds the row and broadcasts it).
+torch::Tensor seed_centres(const torch::Tensor& data, const torch::Tensor& local, const torch::Tensor& local_sq,
+                           int64_t begin, int64_t codes, at::Generator& generator, Collectives& group) {
+  const int64_t n = data.size(0);
+  auto centers = torch::empty({codes, data.size(1)}, data.options());
+  const auto draw_row = [&] { return torch::randint(n, {1}, generator, torch::kInt64).item<int64_t>(); };
+  centers[0] = data[draw_row()];
+  auto nearest = squared_distances(local, local_sq, centers.slice(0, 0, 1)).squeeze(1);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  for (int64_t k = 1; k < codes; ++k) {
+    const auto masses = torch::cat(group.all_gather(nearest.sum(torch::kFloat64).reshape({1})));
+    const double u = torch::rand({1}, generator, f64).item<double>();
+    const double total = masses.sum().item<double>();
+    int64_t pick;
+    if (total > 0) {
+      const double target = u * total;
+      // The first rank (then row) whose cumulative mass passes the target; rounding can leave the
+      // target at the very end, where the last rank (row) with any mass takes it.
+      const auto cumulative = masses.cumsum(0);
+      const auto positive = masses.gt(0).nonzero();
+      const int64_t owner = std::min(cumulative.le(target).sum().item<int64_t>(), positive[-1].item<int64_t>());
+      auto row = torch::zeros({1}, torch::kInt64);
+      if (owner == group.rank()) {
+        const double local_target = target - (cumulative[owner].item<double>() - masses[owner].item<double>());
+        const auto local_cumulative = nearest.to(torch::kFloat64).cumsum(0);
+        const int64_t last = nearest.gt(0).nonzero()[-1].item<int64_t>();
+        row[0] = begin + std::min(local_cumulative.le(local_target).sum().item<int64_t>(), last);
+      }
+      group.broadcast({row}, static_cast<int>(owner));
+      pick = row.item<int64_t>();
+    } else {
+      pick = draw_row();  // every vector already sits on a seed
+    }
+    centers[k] = data[pick];
+    nearest = torch::minimum(nearest, squared_distances(local, local_sq, centers.slice(0, k, k + 1)).squeeze(1));
+  }
+  return centers;
+}
+
+// The `count` rows (global indices) of largest distance over every rank's share.
+torch::Tensor farthest_rows(const torch::Tensor& local_distance, int64_t begin, int64_t count, Collectives& group) {
+  // Each rank's own top `count` as (distance, row) pairs, padded to `count` with distance -1
+  // (real ones are >= 0) so every rank's part has one shape.
+  auto mine = torch::full({2, count}, -1.0, torch::kFloat64);
+  const int64_t k = std::min(count, local_distance.size(0));
+  if (k > 0) {
+    const auto [values, rows] = local_distance.topk(k);
+    mine[0].slice(0, 0, k).copy_(values);
+    mine[1].slice(0, 0, k).copy_(rows + begin);
+  }
+  const auto all = torch::cat(group.all_gather(mine), 1);
+  const auto best = std::get<1>(all[0].topk(count));
+  return all[1].index_select(0, best).to(torch::kInt64);
+}
+
+}  // namespace
+
+torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iterations, bool cosine, uint64_t seed,
+                     int64_t block_bytes, Collectives& group) {
   torch::NoGradGuard no_grad;
   auto data = input.to(torch::kFloat32).contiguous();
   if (cosine) data = torch::nn::functional::normalize(data, torch::nn::functional::NormalizeFuncOptions().dim(1).eps(1e-6));
   const int64_t n = data.size(0);
   TORCH_CHECK(n > 0, "k-means needs at least one vector");
-  const auto x_sq = data.pow(2).sum(1);
+  auto generator = at::detail::createCPUGenerator(seed);
+  // This rank's contiguous share of the rows: the only distances it computes.
+  const int64_t begin = n * group.rank() / group.world_size(), end = n * (group.rank() + 1) / group.world_size();
+  const auto local = data.slice(0, begin, end);
+  const auto local_sq = local.pow(2).sum(1);
 
-  // k-means++: each next seed drawn with probability proportional to its squared distance to the
-  // nearest seed so far. With fewer vectors than codes, the extra codes repeat vectors (plus
-  // jitter), so every code starts on real data.
-  auto centers = torch::empty({codes, data.size(1)}, data.options());
-  int64_t first = torch::randint(n, {1}, torch::kInt64).item<int64_t>();
-  centers[0] = data[first];
-  auto nearest = squared_distances(data, x_sq, centers.slice(0, 0, 1)).squeeze(1);
-  for (int64_t k = 1; k < codes; ++k) {
-    const double total = nearest.sum().item<double>();
-    int64_t pick;
-    if (total > 0) {
-      pick = torch::multinomial(nearest, 1).item<int64_t>();
-    } else {
-      pick = torch::randint(n, {1}, torch::kInt64).item<int64_t>();
-    }
-    centers[k] = data[pick];
-    nearest = torch::minimum(nearest, squared_distances(data, x_sq, centers.slice(0, k, k + 1)).squeeze(1));
-  }
-  if (n < codes) centers += 1e-4 * torch::randn_like(centers);
+  auto centers = seed_centres(data, local, local_sq, begin, codes, generator, group);
+  // With fewer vectors than codes, the extra codes repeat vectors (plus jitter), so every code
+  // starts on real data.
+  if (n < codes) centers += 1e-4 * torch::randn(centers.sizes(), generator, centers.options());
 
   for (int64_t it = 0; it < iterations; ++it) {
-    const auto [min_distance, assignment] = nearest_centers(data, x_sq, centers, block_bytes);
-    auto sums = torch::zeros_like(centers).index_add_(0, assignment, data);
+    const auto [min_distance, assignment] = nearest_centers(local, local_sq, centers, block_bytes);
+    auto sums = torch::zeros_like(centers).index_add_(0, assignment, local);
     auto counts = torch::bincount(assignment, {}, codes).to(data.dtype());
+    group.all_reduce_sum({sums, counts});
     const auto empty = counts.eq(0);
     centers = torch::where(empty.unsqueeze(1), centers, sums / counts.clamp_min(1).unsqueeze(1));
+    // The same on every rank: the counts were summed.
     const int64_t empties = empty.sum().item<int64_t>();
     if (empties > 0 && n >= codes) {
       // Re-seed empty clusters with the points worst served by their current code.
-      const auto far = std::get<1>(min_distance.topk(empties));
+      const auto far = farthest_rows(min_distance, begin, empties, group);
       centers.index_put_({empty.nonzero().squeeze(1)}, data.index_select(0, far));
     }
     if (cosine) centers = torch::nn::functional::normalize(centers, torch::nn::functional::NormalizeFuncOptions().dim(1).eps(1e-6));
@@ -96,7 +153,10 @@ torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iteratio
 
 torch::Tensor kmeans_codebook(const torch::Tensor& data, int64_t codes, int64_t iterations, bool cosine) {
   torch::NoGradGuard no_grad;
-  auto centers = kmeans(data, codes, iterations, cosine);
+  // Rank 0's draw on every rank: all pass kmeans() the same seed.
+  auto seed = torch::randint(std::numeric_limits<int64_t>::max(), {1}, torch::kInt64);
+  collectives().broadcast({seed}, 0);
+  auto centers = kmeans(data, codes, iterations, cosine, static_cast<uint64_t>(seed.item<int64_t>()));
   if (cosine) centers = centers * data.to(torch::kFloat32).norm(2, 1).mean();
   return centers;
 }

@@ -46,6 +46,9 @@ TEST(DataParallelCli, TwoRanksTrainOneModelWithIdenticalReplicasAndWriteOneResul
     const auto record = nlohmann::json::parse(testing::read_text(dir / "out" / "stages" / (std::string(stage) + ".json")));
     EXPECT_EQ(record["world_size"], 2) << stage;
     EXPECT_EQ(record["replica_checks"], epochs) << stage;  // one passed check per epoch
+    // Where the time went: in the ranks' collectives, a part of the training's time.
+    EXPECT_GT(record["sync_seconds"].get<double>(), 0.0) << stage;
+    EXPECT_LT(record["sync_seconds"].get<double>(), record["train_seconds"].get<double>()) << stage;
   }
   // Rank 0 alone speaks: one progress report per stage, not one per rank.
   size_t done = 0;

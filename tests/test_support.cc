@@ -8,11 +8,14 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "protoquant/launcher.h"
 #include "protoquant/plugin_loader.h"
+#include "protoquant/process_group.h"
 
 namespace protoquant::testing {
 namespace fs = std::filesystem;
@@ -164,6 +167,35 @@ int run_chromium(const TempDir& dir, const std::string& arguments, const fs::pat
                   "--user-data-dir={} {} > {} 2>{}",
                   chromium(), (dir / "profile").string(), arguments, log.string(), (dir / "chromium.log").string());
   return std::system(command.c_str());
+}
+
+std::vector<torch::Tensor> on_ranks(int world_size, const std::function<torch::Tensor(Collectives&)>& fn) {
+  const auto port = free_local_port();
+  if (!port) throw std::runtime_error("no free port on 127.0.0.1");
+  std::vector<torch::Tensor> results(static_cast<size_t>(world_size));
+  std::vector<std::string> errors(static_cast<size_t>(world_size));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world_size; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        GroupSettings settings;
+        settings.rank = r;
+        settings.world_size = world_size;
+        settings.master_port = *port;
+        settings.timeout = std::chrono::seconds(60);
+        auto group = connect_process_group(settings);
+        if (!group.ok()) throw std::runtime_error(std::string(group.status().message()));
+        results[static_cast<size_t>(r)] = fn(**group);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& rank : ranks) rank.join();
+  for (int r = 0; r < world_size; ++r) {
+    EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+  }
+  return results;
 }
 
 }  // namespace protoquant::testing

@@ -2,11 +2,14 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "protoquant/collectives.h"
 #include "protoquant/registry.h"
 
 namespace protoquant::testing {
@@ -49,6 +52,11 @@ torch::Tensor load_reference(const std::filesystem::path& file, const std::strin
 
 // max |actual - expected| / max |expected|: the error relative to the reference's scale.
 double relative_error(const torch::Tensor& actual, const torch::Tensor& expected);
+
+// Runs fn(group) on `world_size` ranks, each a thread of this process with its own Gloo group on
+// 127.0.0.1 (collective code takes the group as an argument), and returns each rank's result in
+// rank order. A rank that fails or a group that does not form within 60 s fails the test.
+std::vector<torch::Tensor> on_ranks(int world_size, const std::function<torch::Tensor(Collectives&)>& fn);
 
 // The Fashion-MNIST folder, or empty if the Debian package is not installed.
 std::string fashion_mnist_root();

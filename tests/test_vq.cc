@@ -1,4 +1,6 @@
 // The vq quantizer against brute-force nearest-code search and the stage-1 gradient rules.
+#include <set>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -105,11 +107,75 @@ TEST(VectorQuantizer, KmeansInitPlacesCodesOnTheData) {
 TEST(VectorQuantizer, KmeansInBlocksOfRowsEqualsTheWholeMatrix) {
   const auto data = torch::randn({300, 8}, torch::TensorOptions().dtype(torch::kFloat32));
   for (const bool cosine : {false, true}) {
-    torch::manual_seed(5);
-    const auto whole = quantizers::kmeans(data, 40, 5, cosine, /*block_bytes=*/int64_t{1} << 30);
-    torch::manual_seed(5);
-    const auto blocks = quantizers::kmeans(data, 40, 5, cosine, /*block_bytes=*/40 * 4 * 7);  // 7 rows a block
+    const auto whole = quantizers::kmeans(data, 40, 5, cosine, /*seed=*/5, /*block_bytes=*/int64_t{1} << 30);
+    const auto blocks = quantizers::kmeans(data, 40, 5, cosine, /*seed=*/5, /*block_bytes=*/40 * 4 * 7);  // 7 rows a block
     EXPECT_TRUE(torch::allclose(whole, blocks, 1e-5, 1e-6)) << "cosine " << cosine;
+  }
+}
+
+// k-means++ seeding by hand, one process: every seed a data row, drawn in proportion to its
+// squared distance to the nearest earlier seed. With the data in well-separated tight clusters
+// and as many codes as clusters, the seeds land one per cluster (any other draw has probability
+// below 1e-6), and the Lloyd steps then find the cluster means.
+TEST(VectorQuantizer, KmeansSeedsOnePerSeparatedClusterAndFindsTheMeans) {
+  torch::manual_seed(3);
+  const int64_t clusters = 6, per = 50;
+  const auto means = torch::randn({clusters, 4}) * 100;
+  const auto data = (means.repeat_interleave(per, 0) + 0.01 * torch::randn({clusters * per, 4})).contiguous();
+  for (uint64_t seed = 0; seed < 5; ++seed) {
+    const auto seeds = quantizers::kmeans(data, clusters, /*iterations=*/0, false, seed);
+    const auto centres = quantizers::kmeans(data, clusters, /*iterations=*/3, false, seed);
+    std::set<int64_t> hit;
+    for (int64_t k = 0; k < clusters; ++k) {
+      EXPECT_LT((data - seeds[k]).abs().sum(1).min().item<double>(), 1e-6) << "seed " << k << " is not a data row";
+      const auto nearest_mean = (means - seeds[k]).norm(2, 1).argmin().item<int64_t>();
+      hit.insert(nearest_mean);
+      const auto expected = data.slice(0, nearest_mean * per, (nearest_mean + 1) * per).mean(0);
+      EXPECT_LT((centres - expected).norm(2, 1).min().item<double>(), 1e-4) << "cluster " << nearest_mean;
+    }
+    EXPECT_EQ(hit.size(), static_cast<size_t>(clusters)) << "seed " << seed;
+  }
+}
+
+// Data-parallel: every rank computes distances for its share of the rows only, yet each returns
+// the centres one process computes alone (uneven shares: 301 rows over 2 and 3 ranks).
+TEST(VectorQuantizer, KmeansOnSeveralRanksEqualsOneProcess) {
+  torch::manual_seed(8);
+  const auto data = torch::randn({301, 8});
+  for (const int world : {2, 3}) {
+    for (const bool cosine : {false, true}) {
+      const auto alone = quantizers::kmeans(data, 40, 5, cosine, /*seed=*/11);
+      const auto ranks = testing::on_ranks(world, [&](Collectives& group) {
+        return quantizers::kmeans(data, 40, 5, cosine, /*seed=*/11, int64_t{64} << 20, group);
+      });
+      for (int r = 0; r < world; ++r) {
+        ASSERT_TRUE(ranks[r].defined());
+        EXPECT_TRUE(torch::allclose(ranks[r], alone, 1e-5, 1e-5)) << world << " ranks, rank " << r << ", cosine " << cosine;
+      }
+    }
+  }
+}
+
+// Empty clusters (duplicate rows leave codes without members) are re-seeded from the farthest
+// rows of every rank's share, the same on every rank, and every code ends on a distinct vector.
+TEST(VectorQuantizer, KmeansReseedsEmptyClustersAlikeOnEveryRank) {
+  torch::manual_seed(9);
+  // 12 distinct vectors, each 20 times, and 4 far singletons: 16 codes seed on the 16 distinct
+  // vectors, and 24 more codes repeat them, so Lloyd's first step leaves 24 codes empty.
+  const auto distinct = torch::randn({12, 4});
+  const auto far = torch::randn({4, 4}) * 50;
+  const auto data = torch::cat({distinct.repeat({20, 1}), far});
+  const auto alone = quantizers::kmeans(data, 40, 2, false, /*seed=*/4);
+  const auto ranks = testing::on_ranks(2, [&](Collectives& group) {
+    return quantizers::kmeans(data, 40, 2, false, /*seed=*/4, int64_t{64} << 20, group);
+  });
+  ASSERT_TRUE(ranks[0].defined() && ranks[1].defined());
+  EXPECT_TRUE(ranks[0].equal(ranks[1]));
+  // Every distinct vector, the far ones included, is some code.
+  const auto vectors = torch::cat({distinct, far});
+  for (const auto& centres : {alone, ranks[0]}) {
+    const auto gap = (vectors.unsqueeze(1) - centres.unsqueeze(0)).norm(2, 2).min(1);
+    EXPECT_LT(std::get<0>(gap).max().item<double>(), 1e-4);
   }
 }
 

@@ -5,6 +5,7 @@
 // it stops them.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct LaunchSettings {
 // argv: the command each process runs (argv[0] is replaced by this executable), without the
 // launch options. OK when every rank exited 0; else one line naming the first rank that failed.
 absl::Status launch_local_ranks(const std::vector<std::string>& argv, const LaunchSettings& settings);
+
+// A TCP port on 127.0.0.1 that nobody listens on now (the kernel's choice), for a store to bind.
+std::optional<int> free_local_port();
 
 // argv without the launch options (--nproc-per-node, --nnodes, --node-rank, --master-addr,
 // --master-port; "--option value" and "--option=value").

@@ -40,6 +40,9 @@ struct GroupSettings {
 // Rendezvous at master_addr:master_port (rank 0 serves the store) and make the group this
 // process's collectives(). Errors (a peer that never comes, a port in use) are one line.
 absl::Status join_process_group(const GroupSettings& settings);
+// The same rendezvous, returning the group without making it this process's: tests run several
+// ranks as threads of one process, each calling collective code with its own group.
+absl::StatusOr<std::shared_ptr<Collectives>> connect_process_group(const GroupSettings& settings);
 // Makes `group` this process's collectives() (nullptr: a process alone again).
 void set_collectives(std::shared_ptr<Collectives> group);
 

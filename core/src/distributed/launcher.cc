@@ -21,8 +21,9 @@
 namespace protoquant {
 namespace {
 
-// A port nobody listens on now (the kernel's choice for port 0); rank 0's store binds it next.
-std::optional<int> free_port() {
+}  // namespace
+
+std::optional<int> free_local_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return std::nullopt;
   sockaddr_in address{};
@@ -38,6 +39,8 @@ std::optional<int> free_port() {
   ::close(fd);
   return port;
 }
+
+namespace {
 
 std::string describe_exit(int status) {
   if (WIFSIGNALED(status)) {
@@ -82,7 +85,7 @@ absl::Status launch_local_ranks(const std::vector<std::string>& argv, const Laun
   int port = s.master_port;
   if (port == 0) {
     if (s.nnodes > 1) return absl::InvalidArgumentError("--nnodes > 1 needs --master-port (the same on every node)");
-    const auto chosen = free_port();
+    const auto chosen = free_local_port();
     if (!chosen) return absl::UnavailableError("no free local port for the data-parallel store");
     port = *chosen;
   }

@@ -119,6 +119,8 @@ nlohmann::json training_record(const TrainSummary& summary) {
           {"validation", summary.validation},
           {"train_seconds", summary.seconds},
           {"data_seconds", summary.data_seconds},
+          {"sync_seconds", summary.sync_seconds},
+          {"validation_seconds", summary.validation_seconds},
           {"replica_checks", summary.replica_checks},
           {"best_epoch", summary.best_epoch + 1}};
 }

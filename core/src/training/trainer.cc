@@ -281,7 +281,9 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
             loss.backward();
           } else {
             (loss * weight).backward();
+            const auto sync_start = std::chrono::steady_clock::now();
             all_reduce_gradients(group, synced);
+            summary.sync_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_start).count();
           }
           if (step == 0) dump_first_step(group, options.label, world == 1 ? loss : loss * weight, synced);
           optimizer->step();
@@ -293,7 +295,9 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         if (steps_taken % 25 == 1 || b + 1 == steps_per_epoch) {
           // The global mean: the non-finite check is the same decision on every rank.
           auto total = loss_sum.clone();
+          const auto sync_start = std::chrono::steady_clock::now();
           group.all_reduce_sum({total});
+          summary.sync_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_start).count();
           const double mean = total.item<double>() / static_cast<double>(steps_taken);
           if (!std::isfinite(mean)) {
             return absl::InternalError(fmt::format("{}: loss became {} at epoch {} step {}; lower the learning rate",
@@ -320,7 +324,10 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
       }
       if (settings.keep_best || (settings.validate_each_epoch && options.validate)) {
         // Collective (a sharded pass): the same score, so the same keep-best decision, everywhere.
+        const auto validation_start = std::chrono::steady_clock::now();
         PQ_ASSIGN_OR_RETURN(const double score, options.validate());
+        summary.validation_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - validation_start).count();
         progress_state.validation.push_back(score);
         note += fmt::format(", validation {:.4f}", score);
         if (settings.keep_best && (progress_state.best_epoch < 0 || score > progress_state.best_score)) {
