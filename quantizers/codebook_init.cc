@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <utility>
@@ -67,9 +68,12 @@ torch::Tensor seed_centres(const torch::Tensor& data, const torch::Tensor& local
   auto nearest = squared_distances(local, local_sq, centers.slice(0, 0, 1)).squeeze(1);
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   for (int64_t k = 1; k < codes; ++k) {
-    const auto masses = torch::cat(group.all_gather(nearest.sum(torch::kFloat64).reshape({1})));
+    // Small tensors of decisions travel on the CPU whatever the data's device.
+    const auto masses = torch::cat(group.all_gather(nearest.sum(torch::kFloat64).reshape({1}).cpu()));
     const double u = torch::rand({1}, generator, f64).item<double>();
     const double total = masses.sum().item<double>();
+    // The same on every rank (the masses were gathered), so all stop alike.
+    TORCH_CHECK(std::isfinite(total), "k-means: the feature vectors hold inf or NaN");
     int64_t pick;
     if (total > 0) {
       const double target = u * total;
@@ -80,7 +84,8 @@ torch::Tensor seed_centres(const torch::Tensor& data, const torch::Tensor& local
       const int64_t owner = std::min(cumulative.le(target).sum().item<int64_t>(), positive[-1].item<int64_t>());
       auto row = torch::zeros({1}, torch::kInt64);
       if (owner == group.rank()) {
-        const double local_target = target - (cumulative[owner].item<double>() - masses[owner].item<double>());
+        const double before = owner > 0 ? cumulative[owner - 1].item<double>() : 0.0;
+        const double local_target = std::max(0.0, target - before);
         const auto local_cumulative = nearest.to(torch::kFloat64).cumsum(0);
         const int64_t last = nearest.gt(0).nonzero()[-1].item<int64_t>();
         row[0] = begin + std::min(local_cumulative.le(local_target).sum().item<int64_t>(), last);
@@ -109,7 +114,7 @@ torch::Tensor farthest_rows(const torch::Tensor& local_distance, int64_t begin, 
   }
   const auto all = torch::cat(group.all_gather(mine), 1);
   const auto best = std::get<1>(all[0].topk(count));
-  return all[1].index_select(0, best).to(torch::kInt64);
+  return all[1].index_select(0, best).to(torch::kInt64).to(local_distance.device());
 }
 
 }  // namespace
@@ -130,7 +135,7 @@ torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iteratio
   auto centers = seed_centres(data, local, local_sq, begin, codes, generator, group);
   // With fewer vectors than codes, the extra codes repeat vectors (plus jitter), so every code
   // starts on real data.
-  if (n < codes) centers += 1e-4 * torch::randn(centers.sizes(), generator, centers.options());
+  if (n < codes) centers += 1e-4 * torch::randn(centers.sizes(), generator, torch::kFloat32).to(centers.device());
 
   for (int64_t it = 0; it < iterations; ++it) {
     const auto [min_distance, assignment] = nearest_centers(local, local_sq, centers, block_bytes);

@@ -179,6 +179,18 @@ TEST(VectorQuantizer, KmeansReseedsEmptyClustersAlikeOnEveryRank) {
   }
 }
 
+// Inf in the sample makes every sampling mass infinite: an error, the same on every rank.
+TEST(VectorQuantizer, KmeansOnInfiniteVectorsIsAClearError) {
+  auto data = torch::randn({50, 4});
+  data[7][2] = std::numeric_limits<float>::infinity();
+  try {
+    quantizers::kmeans(data, 8, 2, false, /*seed=*/1);
+    ADD_FAILURE() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("inf or NaN"), std::string::npos) << e.what();
+  }
+}
+
 TEST(VectorQuantizer, NanInputIsAClearError) {
   auto q = build_vq(4, 8, "cosine");
   auto features = torch::randn({1, 4, 2, 2});

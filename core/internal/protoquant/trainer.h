@@ -142,7 +142,8 @@ struct TrainSummary {
   double last_epoch_loss = 0.0;  // mean loss of the final epoch
   double seconds = 0.0;
   double data_seconds = 0.0;       // of `seconds`, waiting for batches (input-bound training shows here)
-  double sync_seconds = 0.0;       // of `seconds`, in the ranks' gradient and loss collectives (data-parallel)
+  double sync_seconds = 0.0;       // of `seconds`, in the trainer's collectives (data-parallel): gradients,
+                                   // losses, batch norm statistics, the replica check; waiting for peers included
   double validation_seconds = 0.0; // of `seconds`, validating after epochs
   std::vector<double> epoch_losses;  // mean training loss per epoch (the curves of the run report)
   std::vector<double> validation;  // per epoch, when validated

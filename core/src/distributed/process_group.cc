@@ -9,6 +9,7 @@
 
 #include <absl/strings/numbers.h>
 #include <fmt/format.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
@@ -38,33 +39,39 @@ constexpr std::chrono::milliseconds kPollBeforeBlocking{10};
 
 class C10dGroup : public Collectives {
  public:
-  C10dGroup(c10::intrusive_ptr<c10d::ProcessGroup> group, const GroupSettings& settings, bool spin)
-      : group_(std::move(group)), rank_(settings.rank), world_(settings.world_size), timeout_(settings.timeout),
-        spin_(spin) {}
+  // `gloo` takes CPU tensors; `device` (NCCL, or `gloo` again) takes CUDA tensors.
+  C10dGroup(c10::intrusive_ptr<c10d::ProcessGroup> gloo, c10::intrusive_ptr<c10d::ProcessGroup> device,
+            const GroupSettings& settings)
+      : gloo_(std::move(gloo)), device_(std::move(device)), rank_(settings.rank), world_(settings.world_size),
+        timeout_(settings.timeout) {}
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
 
   void all_reduce_sum(const std::vector<torch::Tensor>& tensors) override {
-    in_buckets(tensors, "all-reduce", [&](std::vector<at::Tensor>& buffer) { return group_->allreduce(buffer); });
+    in_buckets(tensors, "all-reduce",
+               [&](c10d::ProcessGroup& group, std::vector<at::Tensor>& buffer) { return group.allreduce(buffer); });
   }
 
   void broadcast(const std::vector<torch::Tensor>& tensors, int root) override {
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    in_buckets(tensors, "broadcast", [&](std::vector<at::Tensor>& buffer) { return group_->broadcast(buffer, options); });
+    in_buckets(tensors, "broadcast", [&](c10d::ProcessGroup& group, std::vector<at::Tensor>& buffer) {
+      return group.broadcast(buffer, options);
+    });
   }
 
   std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor) override {
     std::vector<at::Tensor> input{tensor.contiguous()};
     std::vector<std::vector<at::Tensor>> output(1);
     for (int r = 0; r < world_; ++r) output[0].push_back(torch::empty_like(input[0]));
-    wait("all-gather", [&] { return group_->allgather(output, input); });
+    c10d::ProcessGroup& group = for_device(tensor.device());
+    wait(group, "all-gather", [&] { return group.allgather(output, input); });
     return output[0];
   }
 
   void barrier() override {
-    wait("barrier", [&] { return group_->barrier(); });
+    wait(*gloo_, "barrier", [&] { return gloo_->barrier(); });
   }
 
  private:
@@ -84,14 +91,15 @@ class C10dGroup : public Collectives {
           bytes += static_cast<int64_t>(members[last].nbytes());
           ++last;
         }
+        c10d::ProcessGroup& group = for_device(members[first].device());
         if (last - first == 1 && members[first].is_contiguous()) {
           std::vector<at::Tensor> buffer{members[first]};
-          wait(what, [&] { return op(buffer); });
+          wait(group, what, [&] { return op(group, buffer); });
         } else {
           std::vector<torch::Tensor> flat;
           for (size_t i = first; i < last; ++i) flat.push_back(members[i].reshape({-1}));
           std::vector<at::Tensor> buffer{torch::cat(flat)};
-          wait(what, [&] { return op(buffer); });
+          wait(group, what, [&] { return op(group, buffer); });
           int64_t offset = 0;
           for (size_t i = first; i < last; ++i) {
             const int64_t n = members[i].numel();
@@ -104,11 +112,16 @@ class C10dGroup : public Collectives {
     }
   }
 
+  // NCCL takes only CUDA tensors: the small CPU tensors of decisions (flags, masses, row
+  // indices) go through Gloo, as PyTorch's users pair a Gloo group with an NCCL one.
+  c10d::ProcessGroup& for_device(const torch::Device& device) { return device.is_cpu() ? *gloo_ : *device_; }
+
   template <typename Start>
-  void wait(const char* what, Start start) {
+  void wait(c10d::ProcessGroup& group, const char* what, Start start) {
     try {
       auto work = start();
-      if (spin_) {
+      // Gloo only: NCCL's wait() orders streams and must not be polled from the host.
+      if (&group == gloo_.get()) {
         // A collective inside a training step completes within a millisecond or two of its
         // start. Blocking at once costs more than that on a virtual machine: the thread, then
         // Gloo's worker and its network thread, each wake a halted CPU (measured on a 2-core VM:
@@ -126,10 +139,9 @@ class C10dGroup : public Collectives {
     }
   }
 
-  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  c10::intrusive_ptr<c10d::ProcessGroup> gloo_, device_;
   int rank_, world_;
   std::chrono::seconds timeout_;
-  bool spin_;  // Gloo on CPU tensors; NCCL's wait() only orders streams and must not be polled
 };
 
 absl::StatusOr<int> env_int(const char* name, std::optional<int> fallback) {
@@ -184,12 +196,22 @@ absl::StatusOr<std::shared_ptr<Collectives>> connect_process_group(const GroupSe
     store_options.waitWorkers = true;
     store_options.timeout = s.timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(s.master_addr, store_options);
-    c10::intrusive_ptr<c10d::ProcessGroup> group;
+    // Each group keys its rendezvous under its own prefix of the one store.
+    auto options = c10d::ProcessGroupGloo::Options::create(s.timeout);
+    options->devices.push_back(
+        !s.interface.empty()           ? c10d::ProcessGroupGloo::createDeviceForInterface(s.interface)
+        : is_loopback(s.master_addr)   ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                       : c10d::ProcessGroupGloo::createDefaultDevice());
+    options->threads = 1;  // one collective at a time: the compute threads keep the cores
+    c10::intrusive_ptr<c10d::ProcessGroup> gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("gloo", store), s.rank, s.world_size, options);
+    c10::intrusive_ptr<c10d::ProcessGroup> device = gloo;
     if (s.device.is_cuda()) {
 #ifdef USE_C10D_NCCL
-      auto options = c10d::ProcessGroupNCCL::Options::create();
-      options->timeout = s.timeout;
-      group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, s.rank, s.world_size, options);
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = s.timeout;
+      device = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
+                                                           s.rank, s.world_size, nccl_options);
 #else
       if (s.rank == 0) {
         fmt::print(stderr, "data-parallel: this LibTorch has no NCCL (a CUDA LibTorch built with it has); CUDA "
@@ -197,17 +219,7 @@ absl::StatusOr<std::shared_ptr<Collectives>> connect_process_group(const GroupSe
       }
 #endif
     }
-    const bool gloo = !group;
-    if (gloo) {
-      auto options = c10d::ProcessGroupGloo::Options::create(s.timeout);
-      options->devices.push_back(
-          !s.interface.empty()           ? c10d::ProcessGroupGloo::createDeviceForInterface(s.interface)
-          : is_loopback(s.master_addr)   ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                         : c10d::ProcessGroupGloo::createDefaultDevice());
-      options->threads = 1;  // one collective at a time: the compute threads keep the cores
-      group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, s.rank, s.world_size, options);
-    }
-    return std::shared_ptr<Collectives>(std::make_shared<C10dGroup>(group, s, /*spin=*/gloo));
+    return std::shared_ptr<Collectives>(std::make_shared<C10dGroup>(gloo, device, s));
   });
 }
 

@@ -82,8 +82,9 @@ class CodebookStage : public Stage {
     TrainOptions options = run.train_options("codebook", {quantizer});
     PQ_ASSIGN_OR_RETURN(TensorSource* train_set, run.train_features());
     PQ_ASSIGN_OR_RETURN(TensorSource* validation, run.validation_features());
-    const auto init_start = std::chrono::steady_clock::now();
-    if (!fs::exists(options.checkpoint)) {
+    const auto init_start = Clock::now();
+    // Decided by rank 0: the k-means init is collective, so every rank must take it or none.
+    if (!rank0_decides(fs::exists(options.checkpoint))) {
       // Data-dependent inits (k-means) see a fixed sample of real feature vectors.
       auto generator = at::detail::createCPUGenerator(run.context.seed + 17);
       const auto& f = train_set->inputs();
@@ -92,7 +93,7 @@ class CodebookStage : public Stage {
       const auto sample = f.index_select(0, pick).permute({0, 2, 3, 1}).reshape({-1, f.size(1)}).to(torch::kFloat32);
       PQ_RETURN_IF_ERROR(guard("initialising the codebook", [&] { return quantizer->initialize(sample); }));
     }
-    const double init_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - init_start).count();
+    const double init_seconds = seconds_since(init_start);
     options.validate = [&] { return run.quantized_accuracy(*validation); };
     quantizer->train();
     std::vector<torch::Tensor> trainable;
@@ -102,9 +103,9 @@ class CodebookStage : public Stage {
     PQ_RETURN_IF_ERROR(save_if_writer(*quantizer, saved(run)));
     nlohmann::json record = training_record(summary);
     record["init_seconds"] = init_seconds;
-    const auto usage_start = std::chrono::steady_clock::now();
+    const auto usage_start = Clock::now();
     PQ_ASSIGN_OR_RETURN(record["usage"], measure_usage(run));
-    record["usage_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - usage_start).count();
+    record["usage_seconds"] = seconds_since(usage_start);
     return record;
   }
 

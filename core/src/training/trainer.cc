@@ -111,6 +111,11 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const Batch& batch, dou
 
 namespace {
 
+using Stopwatch = std::chrono::steady_clock;
+double elapsed_since(Stopwatch::time_point start) {
+  return std::chrono::duration<double>(Stopwatch::now() - start).count();
+}
+
 // Fault injection for the resume tests: PROTOQUANT_ABORT_AFTER=<label>:<epoch> stops training
 // with an error right after that (1-based) epoch's checkpoint is written, as a crash would.
 bool abort_requested(const std::string& label, int64_t epochs_done) {
@@ -281,9 +286,9 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
             loss.backward();
           } else {
             (loss * weight).backward();
-            const auto sync_start = std::chrono::steady_clock::now();
+            const auto sync_start = Stopwatch::now();
             all_reduce_gradients(group, synced);
-            summary.sync_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_start).count();
+            summary.sync_seconds += elapsed_since(sync_start);
           }
           if (step == 0) dump_first_step(group, options.label, world == 1 ? loss : loss * weight, synced);
           optimizer->step();
@@ -295,9 +300,9 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
         if (steps_taken % 25 == 1 || b + 1 == steps_per_epoch) {
           // The global mean: the non-finite check is the same decision on every rank.
           auto total = loss_sum.clone();
-          const auto sync_start = std::chrono::steady_clock::now();
+          const auto sync_start = Stopwatch::now();
           group.all_reduce_sum({total});
-          summary.sync_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - sync_start).count();
+          summary.sync_seconds += elapsed_since(sync_start);
           const double mean = total.item<double>() / static_cast<double>(steps_taken);
           if (!std::isfinite(mean)) {
             return absl::InternalError(fmt::format("{}: loss became {} at epoch {} step {}; lower the learning rate",
@@ -308,6 +313,7 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
           progress.step(global_rows);
         }
       }
+      const auto epoch_sync_start = Stopwatch::now();
       group.all_reduce_sum({loss_sum});
       progress_state.last_epoch_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, steps_taken));
       progress_state.epoch_losses.push_back(progress_state.last_epoch_loss);
@@ -322,12 +328,12 @@ absl::StatusOr<TrainSummary> train(const TrainSettings& settings, std::vector<to
                                                     fmt::format("{} after epoch {}", options.label, epoch + 1)));
         ++summary.replica_checks;
       }
+      summary.sync_seconds += elapsed_since(epoch_sync_start);
       if (settings.keep_best || (settings.validate_each_epoch && options.validate)) {
         // Collective (a sharded pass): the same score, so the same keep-best decision, everywhere.
-        const auto validation_start = std::chrono::steady_clock::now();
+        const auto validation_start = Stopwatch::now();
         PQ_ASSIGN_OR_RETURN(const double score, options.validate());
-        summary.validation_seconds +=
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - validation_start).count();
+        summary.validation_seconds += elapsed_since(validation_start);
         progress_state.validation.push_back(score);
         note += fmt::format(", validation {:.4f}", score);
         if (settings.keep_best && (progress_state.best_epoch < 0 || score > progress_state.best_score)) {
