@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "protoquant/launcher.h"
 #include "protoquant/process_group.h"
 #include "test_support.h"
 
@@ -54,6 +55,24 @@ TEST(DataParallelCli, TwoRanksTrainOneModelWithIdenticalReplicasAndWriteOneResul
   size_t done = 0;
   for (size_t at = run.output.find("[head] done"); at != std::string::npos; at = run.output.find("[head] done", at + 1)) ++done;
   EXPECT_EQ(done, 1u) << run.output;
+}
+
+// torchrun's default launch: its agent serves the store on the master port, and every rank joins
+// it as a client (TORCHELASTIC_USE_AGENT_STORE); rank 0 serving it too would fail to bind.
+TEST(DataParallelCli, TorchrunsAgentStoreLaunchesTheRanks) {
+  testing::TempDir dir;
+  const fs::path manifest = testing::tiny_manifest(dir, "synthparts.toml", "dp_torchrun");
+  const auto port = free_local_port();
+  ASSERT_TRUE(port.has_value());
+  const std::string launch = fmt::format("timeout 180 /usr/bin/python3 {}/tests/python/torchrun_static.py 2 {} {} ",
+                                         PQ_SOURCE_DIR, *port, PQ_CLI);
+  const std::string run = fmt::format("run {} --out {} --store {} --db {} --dist-timeout 60 --set experiment.threads=1",
+                                      manifest.string(), (dir / "out").string(), (dir / "store").string(),
+                                      (dir / "results.db").string());
+  const auto result = testing::run_command(launch + run);
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(results_files_under(dir.path()), 1u);
+  EXPECT_EQ(testing::results_of(dir / "out")["environment"]["world_size"], 2);
 }
 
 // The first step's loss and gradients that a run dumped (PROTOQUANT_DUMP_FIRST_STEP) for `label`

@@ -55,9 +55,11 @@ Registry& builtin_registry() {
   return *registry;
 }
 
-CommandResult run_cli(const std::string& arguments) {
+CommandResult run_cli(const std::string& arguments) { return run_command(std::string(PQ_CLI) + " " + arguments); }
+
+CommandResult run_command(const std::string& shell_command) {
   CommandResult result;
-  const std::string command = std::string(PQ_CLI) + " " + arguments + " 2>&1";
+  const std::string command = shell_command + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
   std::array<char, 4096> buffer{};

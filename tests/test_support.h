@@ -40,6 +40,8 @@ struct CommandResult {
 };
 // Runs the protoquant CLI with `arguments` (shell-quoted by the caller).
 CommandResult run_cli(const std::string& arguments);
+// Runs a shell command line (bound it with `timeout` if it can wait on another process).
+CommandResult run_command(const std::string& shell_command);
 
 // The reference data of tests/backbone_fixtures.py (torchvision outputs, exported weights,
 // scripted modules). Generated once per build tree by /usr/bin/python3 and reused while the

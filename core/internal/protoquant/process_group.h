@@ -4,7 +4,8 @@
 //
 // A process joins from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
 // MASTER_ADDR, MASTER_PORT), which `protoquant run --nproc-per-node N` sets for the processes it
-// starts (launcher.h), and torchrun or srun set on a cluster. Also read: GLOO_SOCKET_IFNAME (the
+// starts (launcher.h), and torchrun or srun set on a cluster (torchrun's agent store included:
+// TORCHELASTIC_USE_AGENT_STORE, TORCHELASTIC_RESTART_COUNT). Also read: GLOO_SOCKET_IFNAME (the
 // network interface Gloo binds, as in PyTorch) and PROTOQUANT_DIST_TIMEOUT (seconds a
 // collective waits for a peer before the rank stops with an error; default 300).
 #pragma once
@@ -31,6 +32,11 @@ struct GroupSettings {
   std::string interface;  // GLOO_SOCKET_IFNAME; empty: the address that reaches master_addr
   std::chrono::seconds timeout{300};
   torch::Device device = torch::kCPU;  // a CUDA run uses NCCL where this LibTorch has it
+  // torchrun's static rendezvous (TORCHELASTIC_USE_AGENT_STORE=True): its agent already serves
+  // the store on MASTER_PORT, so every rank, rank 0 too, joins it as a client, under the prefix
+  // of this restart (TORCHELASTIC_RESTART_COUNT), as torch.distributed does.
+  bool agent_store = false;
+  int restart_count = 0;
 
   // nullopt when the environment names no group (WORLD_SIZE unset); an error for a half-set or
   // malformed one, naming the variable.

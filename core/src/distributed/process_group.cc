@@ -175,6 +175,12 @@ absl::StatusOr<std::optional<GroupSettings>> GroupSettings::from_environment() {
   s.timeout = std::chrono::seconds(std::max(1, timeout));
   if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') s.master_addr = addr;
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname != nullptr) s.interface = ifname;
+  if (const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE"); agent != nullptr) {
+    s.agent_store = std::string(agent) == "True";  // Python's str(True), as torch.distributed reads it
+  }
+  if (s.agent_store) {
+    PQ_ASSIGN_OR_RETURN(s.restart_count, env_int("TORCHELASTIC_RESTART_COUNT", 0));
+  }
   if (s.world_size < 1) return absl::InvalidArgumentError("data-parallel: WORLD_SIZE must be at least 1");
   if (s.rank >= s.world_size) {
     return absl::InvalidArgumentError(fmt::format("data-parallel: RANK={} is not below WORLD_SIZE={}", s.rank, s.world_size));
@@ -191,11 +197,14 @@ absl::StatusOr<std::shared_ptr<Collectives>> connect_process_group(const GroupSe
                [&]() -> absl::StatusOr<std::shared_ptr<Collectives>> {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<std::uint16_t>(s.master_port);
-    store_options.isServer = s.rank == 0;
+    store_options.isServer = s.rank == 0 && !s.agent_store;
     store_options.numWorkers = static_cast<size_t>(s.world_size);
     store_options.waitWorkers = true;
     store_options.timeout = s.timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(s.master_addr, store_options);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(s.master_addr, store_options);
+    if (s.agent_store) {
+      store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("/worker/attempt_{}", s.restart_count), store);
+    }
     // Each group keys its rendezvous under its own prefix of the one store.
     auto options = c10d::ProcessGroupGloo::Options::create(s.timeout);
     options->devices.push_back(
