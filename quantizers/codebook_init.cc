@@ -128,11 +128,11 @@ torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iteratio
   TORCH_CHECK(n > 0, "k-means needs at least one vector");
   auto generator = at::detail::createCPUGenerator(seed);
   // This rank's contiguous share of the rows: the only distances it computes.
-  const int64_t begin = n * group.rank() / group.world_size(), end = n * (group.rank() + 1) / group.world_size();
-  const auto local = data.slice(0, begin, end);
+  const Shard mine = shard_of(n, group.rank(), group.world_size());
+  const auto local = data.slice(0, mine.begin, mine.end);
   const auto local_sq = local.pow(2).sum(1);
 
-  auto centers = seed_centres(data, local, local_sq, begin, codes, generator, group);
+  auto centers = seed_centres(data, local, local_sq, mine.begin, codes, generator, group);
   // With fewer vectors than codes, the extra codes repeat vectors (plus jitter), so every code
   // starts on real data.
   if (n < codes) centers += 1e-4 * torch::randn(centers.sizes(), generator, torch::kFloat32).to(centers.device());
@@ -148,7 +148,7 @@ torch::Tensor kmeans(const torch::Tensor& input, int64_t codes, int64_t iteratio
     const int64_t empties = empty.sum().item<int64_t>();
     if (empties > 0 && n >= codes) {
       // Re-seed empty clusters with the points worst served by their current code.
-      const auto far = farthest_rows(min_distance, begin, empties, group);
+      const auto far = farthest_rows(min_distance, mine.begin, empties, group);
       centers.index_put_({empty.nonzero().squeeze(1)}, data.index_select(0, far));
     }
     if (cosine) centers = torch::nn::functional::normalize(centers, torch::nn::functional::NormalizeFuncOptions().dim(1).eps(1e-6));

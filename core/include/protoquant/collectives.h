@@ -10,6 +10,7 @@
 // identical across ranks.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include <torch/types.h>
@@ -32,5 +33,15 @@ class Collectives {
 
 // This process's group: one process alone unless a data-parallel run joined a group.
 Collectives& collectives();
+
+// Rank `rank`'s contiguous share [begin, end) of n items: shares differ in length by at most
+// one, and concatenated in rank order they are 0..n-1. How collective code splits rows.
+struct Shard {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+inline Shard shard_of(int64_t n, int rank, int world_size) {
+  return {n * rank / world_size, n * (rank + 1) / world_size};
+}
 
 }  // namespace protoquant

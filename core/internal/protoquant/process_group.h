@@ -78,13 +78,7 @@ std::string rank0_decides(const std::string& value);
 // rank: OK, or an error (on the others: "stopped because rank 0 failed: ...").
 absl::Status rank0_status(const absl::Status& status);
 
-// This rank's contiguous share [begin, end) of n items: shares differ in length by at most one,
-// and concatenated in rank order they are 0..n-1.
-struct Shard {
-  int64_t begin = 0, end = 0;
-  int64_t size() const { return end - begin; }
-};
-Shard shard_of(int64_t n, int rank, int world_size);
+// This rank's shard_of(n) (collectives.h) in collectives()' group.
 Shard my_shard(int64_t n);
 
 // Every rank's rows (its shard_of(n) of a tensor of n rows), concatenated in rank order: the

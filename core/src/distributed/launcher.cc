@@ -19,9 +19,6 @@
 #include "protoquant/child_processes.h"
 
 namespace protoquant {
-namespace {
-
-}  // namespace
 
 std::optional<int> free_local_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -266,10 +266,6 @@ absl::Status rank0_status(const absl::Status& status) {
   return absl::AbortedError(fmt::format("rank {}: stopped because rank 0 failed: {}", collectives().rank(), message));
 }
 
-Shard shard_of(int64_t n, int rank, int world_size) {
-  return {n * rank / world_size, n * (rank + 1) / world_size};
-}
-
 Shard my_shard(int64_t n) { return shard_of(n, collectives().rank(), collectives().world_size()); }
 
 torch::Tensor gather_rows(const torch::Tensor& local, int64_t n) {
